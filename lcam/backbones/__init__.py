@@ -1,0 +1,16 @@
+"""Frozen classifiers split into ``features`` / ``classify`` (torchvision, timm, offline demo)."""
+from lcam.backbones.builders import build_backbone, imagenet_class_names, resolve_source
+from lcam.backbones.frozen import BackboneSpec, FrozenClassifier
+from lcam.backbones.split import SplitError, split_model
+from lcam.backbones.weights import BackboneWeightsError
+
+__all__ = [
+    "BackboneSpec",
+    "BackboneWeightsError",
+    "FrozenClassifier",
+    "SplitError",
+    "build_backbone",
+    "imagenet_class_names",
+    "resolve_source",
+    "split_model",
+]

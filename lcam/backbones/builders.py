@@ -1,0 +1,162 @@
+"""Build a :class:`FrozenClassifier` from a backbone identity (torchvision or timm)."""
+from __future__ import annotations
+
+import os
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torchvision
+from torch import nn
+
+from lcam.backbones.frozen import BackboneSpec, FrozenClassifier
+from lcam.backbones.split import SplitError, default_layer, split_model
+from lcam.backbones.weights import (
+    BackboneWeightsError,
+    load_state_dict_file,
+    offline_weights_file,
+    torch_hub_checkpoint_dir,
+)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DOWNLOAD_TIMEOUT_S = 20.0
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet-1k class names in torchvision's order (shipped with torchvision)."""
+    return list(torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def resolve_source(name: str, source: str = "auto") -> str:
+    """``"torchvision"`` or ``"timm"`` for ``name``; ``auto`` prefers torchvision."""
+    if source in ("torchvision", "timm"):
+        return source
+    if source != "auto":
+        raise ValueError(f"backbone.source must be auto, torchvision or timm, got '{source}'")
+    if name in torchvision.models.list_models(module=torchvision.models):
+        return "torchvision"
+    import timm
+
+    if timm.is_model(name):
+        return "timm"
+    raise ValueError(f"Unknown backbone '{name}': neither a torchvision classification model nor a timm model (see timm.list_models())")
+
+
+@contextmanager
+def _download_timeout(seconds: float) -> Iterator[None]:
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def _missing_weights(spec: BackboneSpec, expected: str, err: Exception) -> BackboneWeightsError:
+    return BackboneWeightsError(
+        f"No pretrained weights for backbone '{spec.name}' ({spec.source}): {expected} is not available "
+        f"offline and the download failed ({type(err).__name__}: {err}). Provide the file with "
+        f"backbone.weights=/path/to/{Path(expected).name}, or place it in the cache "
+        f"(torch hub: {torch_hub_checkpoint_dir()}), or use backbone.weights=none for random weights."
+    )
+
+
+def _cached_or_default(enum: Any) -> Any:
+    """The first ImageNet weights of ``enum`` already in the torch hub cache, else its DEFAULT."""
+    cache = torch_hub_checkpoint_dir()
+    for w in enum:
+        if (cache / w.url.rsplit("/", 1)[-1]).is_file():
+            return w
+    return enum.DEFAULT
+
+
+def _torchvision_model(spec: BackboneSpec) -> tuple[nn.Module, dict[str, Any]]:
+    name = spec.name
+    meta: dict[str, Any] = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "interpolation": "bilinear"}
+    if spec.weights == "none":
+        return torchvision.models.get_model(name, weights=None), meta
+    enum = torchvision.models.get_model_weights(name)
+    if spec.weights == "imagenet" or spec.weights in enum.__members__:
+        offline_weights_file("torchvision", name)  # places packaged files into the hub cache
+        weights = enum[spec.weights] if spec.weights in enum.__members__ else _cached_or_default(enum)
+        try:
+            with _download_timeout(DOWNLOAD_TIMEOUT_S):
+                model = torchvision.models.get_model(name, weights=weights)
+        except (OSError, RuntimeError) as err:
+            raise _missing_weights(spec, weights.url.rsplit("/", 1)[-1], err) from err
+        tf = weights.transforms()
+        meta.update(mean=tuple(tf.mean), std=tuple(tf.std), interpolation=tf.interpolation.value)
+        return model, meta
+    model = torchvision.models.get_model(name, weights=None)
+    model.load_state_dict(load_state_dict_file(spec.weights))
+    return model, meta
+
+
+def _timm_model(spec: BackboneSpec) -> tuple[nn.Module, dict[str, Any]]:
+    import timm
+
+    kwargs: dict[str, Any] = {}
+    pretrained = spec.weights != "none"
+    if spec.weights == "imagenet":
+        local = offline_weights_file("timm", spec.name)
+        if local is not None:
+            kwargs["pretrained_cfg_overlay"] = {"file": str(local)}
+    elif pretrained:
+        path = Path(spec.weights).expanduser()
+        if not path.is_file():
+            raise BackboneWeightsError(f"Weights file not found: {path}. Pass an existing file with backbone.weights=/path/to/file")
+        kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
+    try:
+        with _download_timeout(DOWNLOAD_TIMEOUT_S):
+            model = timm.create_model(spec.name, pretrained=pretrained, **kwargs)
+    except (OSError, RuntimeError) as err:
+        if not pretrained:
+            raise
+        raise _missing_weights(spec, f"timm/{spec.name} (Hugging Face hub)", err) from err
+    cfg = model.pretrained_cfg
+    meta = {"mean": tuple(cfg.get("mean", IMAGENET_MEAN)), "std": tuple(cfg.get("std", IMAGENET_STD)),
+            "interpolation": cfg.get("interpolation", "bilinear")}
+    return model, meta
+
+
+def build_backbone(spec: BackboneSpec | dict[str, Any] | str, device: torch.device | str | None = None) -> FrozenClassifier:
+    """Build the frozen classifier described by ``spec``.
+
+    Args:
+        spec: a :class:`BackboneSpec`, its dict form (Hydra ``backbone`` config) or a model name.
+        device: where to put it (default CPU).
+
+    Returns:
+        A :class:`FrozenClassifier`; its ``spec`` has ``source``, ``layer``, ``mean``, ``std`` and
+        ``interpolation`` filled in, so it can be rebuilt exactly from a checkpoint.
+
+    Raises:
+        BackboneWeightsError: pretrained weights are unavailable (message says how to provide them).
+        SplitError: the layer does not exist or the model cannot be split there.
+    """
+    if isinstance(spec, str):
+        spec = BackboneSpec(name=spec)
+    elif isinstance(spec, dict):
+        spec = BackboneSpec.from_dict(dict(spec))
+    source = resolve_source(spec.name, spec.source)
+    spec = BackboneSpec(**{**spec.to_dict(), "source": source})
+    if spec.weights not in ("imagenet", "none") and not spec.weights.isupper() and not os.path.isfile(os.path.expanduser(spec.weights)):
+        raise BackboneWeightsError(f"Weights file not found: {spec.weights}. Pass an existing file with backbone.weights=/path/to/file, or backbone.weights=imagenet|none")
+    model, meta = (_torchvision_model if source == "torchvision" else _timm_model)(spec)
+    model.eval()
+    layer = spec.layer or default_layer(model)
+    try:
+        features, classify = split_model(model, layer)
+    except SplitError as err:
+        raise SplitError(f"Backbone '{spec.name}': {err}") from None
+    mean = tuple(spec.mean) if spec.mean is not None else meta["mean"]
+    std = tuple(spec.std) if spec.std is not None else meta["std"]
+    interpolation = spec.interpolation or meta["interpolation"]
+    full = BackboneSpec(**{**spec.to_dict(), "layer": layer, "mean": list(mean), "std": list(std), "interpolation": interpolation})
+    num_classes = getattr(model, "num_classes", None) or 1000
+    names = imagenet_class_names() if num_classes == 1000 else None
+    backbone = FrozenClassifier(features, classify, mean, std, spec=full, class_names=names)
+    return backbone.to(device) if device is not None else backbone

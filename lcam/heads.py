@@ -1,0 +1,58 @@
+"""The L-CAM attention head: a 1x1 convolution K -> C and per-sample class selection."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class AttentionHead(nn.Module):
+    """``A = W * F + b``: one 1x1 convolution from K feature channels to C class maps.
+
+    Args:
+        in_channels: K, channels of the explained layer.
+        num_classes: C.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, num_classes, kernel_size=1, bias=True)
+
+    @property
+    def num_classes(self) -> int:
+        return self.conv.out_channels
+
+    def forward(self, feats: Tensor) -> Tensor:
+        """All class maps: ``(B, K, h, w)`` -> ``(B, C, h, w)`` (pre-sigmoid)."""
+        return self.conv(feats)
+
+    def class_maps(self, feats: Tensor, targets: Tensor) -> Tensor:
+        """Only the selected class map per sample, ``A_c = w_c . F + b_c``.
+
+        Equal to ``select_class(self(feats), targets)`` but computes one map per sample
+        instead of C.
+
+        Args:
+            feats: ``(B, K, h, w)``.
+            targets: ``(B,)`` class ids in ``[0, C)``.
+
+        Returns:
+            ``(B, h, w)`` pre-sigmoid maps.
+        """
+        check_targets(targets, self.num_classes)
+        w = self.conv.weight[targets, :, 0, 0]  # (B, K)
+        b = self.conv.bias[targets]  # (B,)
+        return torch.einsum("bk,bkhw->bhw", w.to(feats.dtype), feats) + b.to(feats.dtype).view(-1, 1, 1)
+
+
+def select_class(maps: Tensor, targets: Tensor) -> Tensor:
+    """Pick channel ``targets[i]`` of sample ``i``: ``(B, C, h, w), (B,) -> (B, h, w)``."""
+    check_targets(targets, maps.shape[1])
+    idx = targets.view(-1, 1, 1, 1).expand(-1, 1, *maps.shape[2:])
+    return maps.gather(1, idx).squeeze(1)
+
+
+def check_targets(targets: Tensor, num_classes: int) -> None:
+    """Raise ``ValueError`` naming the valid range when a class id is out of ``[0, num_classes)``."""
+    if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= num_classes):
+        bad = targets[(targets < 0) | (targets >= num_classes)].tolist()
+        raise ValueError(f"Class id(s) {bad} out of range: valid class ids are 0..{num_classes - 1}")

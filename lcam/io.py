@@ -1,0 +1,75 @@
+"""Image loading that converts instead of rejecting, and atomic file writes."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+import numpy as np
+from PIL import Image
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL image (grayscale, palette, RGBA, 16-bit, CMYK) -> 8-bit RGB.
+
+    Transparent pixels are composited onto white; 16/32-bit integer images are scaled to 8 bits
+    by their actual range instead of being clipped.
+    """
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        img = Image.fromarray(arr.astype(np.uint8), mode="L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open an image file fully (so truncated files fail here) and convert it to RGB.
+
+    Raises:
+        OSError / PIL.UnidentifiedImageError: unreadable, truncated or non-image file.
+    """
+    Image.MAX_IMAGE_PIXELS = None  # very large images are resized later, not rejected
+    with Image.open(path) as img:
+        img.load()
+        return to_rgb(img)
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Write ``path`` through a temporary file in the same folder, renamed into place on success.
+
+    An interrupted write never leaves a truncated file at ``path``.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save_image_atomic(img: Image.Image, path: str | os.PathLike, **kwargs) -> None:
+    """``img.save(path)`` via :func:`atomic_write` (format taken from the suffix)."""
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
+    with atomic_write(path) as f:
+        img.save(f, format=fmt, **kwargs)

@@ -1,0 +1,209 @@
+"""The L-CAM LightningModule: frozen backbone + trainable attention head.
+
+Variants (REFERENCE section 1):
+
+* ``fm``:  ``F' = sigmoid(A_c) (.) F`` -> ``classify(F')``;
+* ``img``: ``x' = U(sigmoid(A_c)) (.) x`` -> ``backbone(x')``.
+
+Checkpoints hold the head and the backbone's identity (``hparams.backbone``), never the frozen
+backbone's weights; loading rebuilds the backbone from its identity.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from lcam.backbones import BackboneSpec, FrozenClassifier, build_backbone
+from lcam.heads import AttentionHead, check_targets
+from lcam.losses import LCAMLoss, LossTerms
+from lcam.maps import normalize_then_upsample, upsample
+from lcam.metrics import DEFAULT_THRESHOLDS, AverageDropIncrease, explanation_confidence
+
+VARIANTS = ("img", "fm")
+TARGET_SOURCES = ("model", "label")
+BACKBONE_PREFIX = "backbone."
+
+DEFAULT_OPTIMIZER = {"lr": 0.01, "bias_lr_mult": 2.0, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}
+DEFAULT_SCHEDULER = {"gamma": 0.75}
+
+
+class LCAM(pl.LightningModule):
+    """L-CAM-Fm / L-CAM-Img.
+
+    Args:
+        backbone: backbone identity (:class:`~lcam.backbones.BackboneSpec` fields as a dict).
+        variant: ``"img"`` or ``"fm"``.
+        loss: :class:`~lcam.losses.LCAMLoss` arguments (coefficients).
+        optimizer: SGD settings; ``lr`` is the weights' rate, biases get ``lr * bias_lr_mult``
+            (the reference code's 1e-4 x 100 / x 200 = 0.01 / 0.02).
+        scheduler: ``gamma`` of the per-epoch exponential decay (0.75 VGG-16, 0.95 ResNet-50).
+        targets: ``"model"`` (the classifier's own top-1, the paper's model-truth labels) or
+            ``"label"`` (dataset labels where known, the prediction where a label is -1).
+        thresholds: fractions kept for validation AD/IC.
+        channels_last: run the backbone in channels-last memory format.
+        compile_backbone: ``torch.compile`` the frozen backbone's halves.
+    """
+
+    def __init__(self, backbone: dict[str, Any], variant: str = "img", loss: dict[str, float] | None = None,
+                 optimizer: dict[str, Any] | None = None, scheduler: dict[str, Any] | None = None,
+                 targets: str = "model", thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+                 channels_last: bool = False, compile_backbone: bool = False) -> None:
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"model.variant must be one of {VARIANTS}, got '{variant}'")
+        if targets not in TARGET_SOURCES:
+            raise ValueError(f"model.targets must be one of {TARGET_SOURCES}, got '{targets}'")
+        self.save_hyperparameters()
+        self.backbone: FrozenClassifier = build_backbone(dict(backbone))
+        # store the resolved identity (layer, source, normalisation) so a checkpoint rebuilds exactly
+        self.hparams["backbone"] = self.backbone.spec.to_dict()  # type: ignore[union-attr]
+        self.head = AttentionHead(self.backbone.feature_channels, self.backbone.num_classes)
+        self.loss_fn = LCAMLoss(**(loss or {}))
+        self.variant, self.target_source = variant, targets
+        self.optimizer_cfg = {**DEFAULT_OPTIMIZER, **(optimizer or {})}
+        self.scheduler_cfg = {**DEFAULT_SCHEDULER, **(scheduler or {})}
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.val_confidence = AverageDropIncrease(self.thresholds)
+        self._warned_labels = False
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+        if compile_backbone:
+            self.backbone.feature_extractor = torch.compile(self.backbone.feature_extractor)
+            self.backbone.classifier_head = torch.compile(self.backbone.classifier_head)
+
+    # -- identity ----------------------------------------------------------------------------
+    @property
+    def backbone_spec(self) -> BackboneSpec:
+        return self.backbone.spec  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes
+
+    # -- the forward pieces ------------------------------------------------------------------
+    def frozen_forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Features ``(B, K, h, w)`` and logits ``(B, C)`` of the unmasked images, without autograd."""
+        with torch.no_grad():
+            feats = self.backbone.features(images)
+            logits = self.backbone.classify(feats)
+        return feats, logits
+
+    def resolve_targets(self, logits: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Targets ``(B,)``: the prediction, or the dataset label where ``targets="label"`` and known."""
+        pred = logits.argmax(dim=1)
+        if self.target_source == "model" or labels is None:
+            return pred
+        labels = labels.to(pred.device).long()
+        if bool((labels < 0).any()) and not self._warned_labels:
+            warnings.warn("model.targets=label but some images have no label; their prediction is used", stacklevel=2)
+            self._warned_labels = True
+        return torch.where(labels >= 0, labels, pred)
+
+    def attention(self, feats: Tensor, targets: Tensor) -> Tensor:
+        """Pre-sigmoid class maps ``A_c`` ``(B, h, w)`` for per-sample targets ``(B,)``."""
+        return self.head.class_maps(feats, targets)
+
+    def masked_logits(self, images: Tensor, feats: Tensor, mask: Tensor) -> Tensor:
+        """Logits ``(B, C)`` of the masked input: ``F (.) mask`` (fm) or ``x (.) U(mask)`` (img); ``mask`` ``(B, h, w)``."""
+        if self.variant == "fm":
+            return self.backbone.classify(feats * mask.unsqueeze(1))
+        return self.backbone(images * upsample(mask, images.shape[-2:]).unsqueeze(1))
+
+    def saliency(self, images: Tensor, targets: Tensor | Sequence[int] | int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """One forward pass: maps, logits and targets.
+
+        Args:
+            images: ``(B, 3, H, W)`` in [0, 1].
+            targets: ``None`` (top-1), an int, a list or ``(B,)`` class ids.
+
+        Returns:
+            ``maps`` ``(B, H, W)`` in [0, 1] (``U(minmax(A_c))``), ``logits`` ``(B, C)`` of the same
+            pass, ``targets`` ``(B,)``.
+        """
+        feats, logits = self.frozen_forward(images)
+        if targets is None:
+            t = logits.argmax(dim=1)
+        else:
+            t = torch.as_tensor(targets, device=images.device).long().view(-1).expand(images.shape[0]).contiguous()
+        check_targets(t, self.num_classes)
+        with torch.no_grad():
+            maps = normalize_then_upsample(self.attention(feats, t), images.shape[-2:])
+        return maps, logits, t
+
+    def forward(self, images: Tensor, targets: Tensor | None = None) -> Tensor:
+        """Saliency maps ``(B, H, W)`` in [0, 1] for ``images`` ``(B, 3, H, W)``."""
+        return self.saliency(images, targets)[0]
+
+    # -- training ----------------------------------------------------------------------------
+    def _step(self, batch: tuple[Tensor, Tensor]) -> tuple[LossTerms, Tensor, Tensor, Tensor]:
+        images, labels = batch
+        feats, logits0 = self.frozen_forward(images)
+        targets = self.resolve_targets(logits0, labels)
+        a = self.attention(feats, targets)
+        mask = torch.sigmoid(a)
+        terms = self.loss_fn(self.masked_logits(images, feats, mask), targets, mask)
+        return terms, a, logits0, targets
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        terms, _, _, _ = self._step(batch)
+        bs = batch[0].shape[0]
+        self.log_dict({f"train/{k}": v.detach() for k, v in terms.as_dict().items()}, prog_bar=False, batch_size=bs)
+        self.log("train/loss", terms.total.detach(), prog_bar=True, batch_size=bs)
+        return terms.total
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        images = batch[0]
+        with torch.no_grad():
+            terms, a, logits0, targets = self._step(batch)
+            maps = normalize_then_upsample(a, images.shape[-2:])
+            base = logits0.softmax(dim=1).gather(1, targets.view(-1, 1)).squeeze(1)
+            y, o = explanation_confidence(self.backbone, images, maps, targets, self.thresholds, base_probs=base)
+        self.val_confidence.update(y, o)
+        bs = images.shape[0]
+        self.log_dict({f"val/{k}": v for k, v in terms.as_dict().items()}, sync_dist=True, batch_size=bs)
+        self.log("val/loss", terms.total, sync_dist=True, prog_bar=True, batch_size=bs)
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_confidence.compute()  # synced across processes by torchmetrics
+        self.log_dict({f"val/{k}": v for k, v in values.items()}, prog_bar=False)
+        if "AD100" in values and "IC100" in values:
+            # one number to minimise (checkpoints, sweeps): drop minus increase at 100%, in points
+            self.log("val/score", values["AD100"] - values["IC100"], prog_bar=True)
+        self.val_confidence.reset()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        cfg = dict(self.optimizer_cfg)
+        lr, bias_mult = float(cfg.pop("lr")), float(cfg.pop("bias_lr_mult"))
+        groups = [
+            {"params": [self.head.conv.weight], "lr": lr, "name": "head.weight"},
+            {"params": [self.head.conv.bias], "lr": lr * bias_mult, "name": "head.bias"},
+        ]
+        opt = torch.optim.SGD(groups, lr=lr, **cfg)
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=float(self.scheduler_cfg["gamma"]))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    # -- checkpoints without the frozen backbone -----------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k.startswith(BACKBONE_PREFIX)]:
+            del state[key]
+        checkpoint["lcam_backbone"] = self.backbone_spec.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("lcam_backbone")
+        if saved is not None:
+            mine = self.backbone_spec.to_dict()
+            keys = ("name", "layer", "source")
+            if any(saved.get(k) != mine.get(k) for k in keys):
+                raise ValueError(
+                    "Checkpoint backbone does not match this model: checkpoint has "
+                    f"{ {k: saved.get(k) for k in keys} }, model has { {k: mine.get(k) for k in keys} }. "
+                    "Use the same backbone config (e.g. the same +experiment=...) as the run that wrote it."
+                )
+        state = checkpoint.setdefault("state_dict", {})
+        for key, value in self.backbone.state_dict().items():
+            state.setdefault(BACKBONE_PREFIX + key, value)

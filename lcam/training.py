@@ -1,0 +1,97 @@
+"""Run one training job from a composed Hydra config (``train.py`` is a thin wrapper)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
+
+from lcam.callbacks import OverlayGrid
+from lcam.loggers import wandb_sync_hint
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a config group (``callbacks``, ``logger``)."""
+    if not group:
+        return []
+    return [hydra.utils.instantiate(node, _convert_="all") for node in group.values() if node and "_target_" in node]
+
+
+def check_resume_path(ckpt_path: str | None) -> str | None:
+    if not ckpt_path:
+        return None
+    path = Path(os.path.expanduser(str(ckpt_path)))
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint to resume from not found: {path}. Pass an existing file with ckpt_path=.../checkpoints/last.ckpt")
+    return str(path)
+
+
+def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
+    """Data first (missing paths fail in seconds), then the model, callbacks, loggers and trainer."""
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    model = hydra.utils.instantiate(cfg.model, _convert_="all")
+    loggers: list[Logger] = instantiate_group(cfg.get("logger"))
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    if not loggers:
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all")
+    return datamodule, model, trainer
+
+
+def run_training(cfg: DictConfig) -> dict[str, float]:
+    """Train (or resume) and return the final validation metrics as floats.
+
+    Writes into the run directory: ``checkpoints/`` (last + best), ``csv/metrics.csv``,
+    ``.hydra/config.yaml`` (resolved by Hydra), ``images/overlays_*.png``.
+    """
+    pl.seed_everything(cfg.seed, workers=True)
+    ckpt_path = check_resume_path(cfg.get("ckpt_path"))
+    datamodule, model, trainer = build(cfg)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+        _report(cfg, trainer, metrics)
+    finally:
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                hint = wandb_sync_hint(logger)
+                logger.experiment.finish()
+                if hint:
+                    rank_zero_info(f"W&B ran offline. Upload with: {hint}")
+    return metrics
+
+
+@rank_zero_only
+def _report(cfg: DictConfig, trainer: pl.Trainer, metrics: dict[str, float]) -> None:
+    out = Path(cfg.paths.output_dir)
+    lines = [f"Run directory: {out.resolve()}"]
+    ckpt = trainer.checkpoint_callback
+    if ckpt is not None:
+        if getattr(ckpt, "last_model_path", ""):
+            lines.append(f"  last checkpoint:  {ckpt.last_model_path}")
+        if getattr(ckpt, "best_model_path", ""):
+            lines.append(f"  best checkpoint:  {ckpt.best_model_path}")
+    for logger in trainer.loggers:
+        if isinstance(logger, CSVLogger):
+            lines.append(f"  metrics CSV:      {Path(logger.log_dir) / 'metrics.csv'}")
+    resolved = out / ".hydra" / "config.yaml"
+    if resolved.is_file():
+        lines.append(f"  resolved config:  {resolved}")
+    for cb in trainer.callbacks:
+        if isinstance(cb, OverlayGrid) and cb.last_path is not None:
+            lines.append(f"  overlay grid:     {cb.dirpath / 'overlays_last.png'}")
+    shown = {k: v for k, v in metrics.items() if k.startswith("val/")}
+    if shown:
+        lines.append("  final validation: " + ", ".join(f"{k[4:]}={v:.2f}" for k, v in sorted(shown.items())))
+    print("\n".join(lines))
+
+
+def config_to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)

@@ -1,0 +1,87 @@
+"""Overlays and grids of saliency maps (matplotlib, no display needed)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib import colormaps  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+
+def to_numpy_image(image: Tensor) -> np.ndarray:
+    """``(3, H, W)`` tensor in [0, 1] -> ``(H, W, 3)`` float array in [0, 1]."""
+    return image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def colorize(saliency: Tensor | np.ndarray, cmap: str = "jet") -> np.ndarray:
+    """``(H, W)`` map in [0, 1] -> ``(H, W, 3)`` RGB float array."""
+    arr = saliency.detach().float().cpu().numpy() if isinstance(saliency, Tensor) else np.asarray(saliency)
+    return colormaps[cmap](np.clip(arr, 0, 1))[..., :3]
+
+
+def overlay(image: Tensor, saliency: Tensor, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
+    """Blend a ``(3, H, W)`` image with its ``(H, W)`` map -> ``(H, W, 3)`` float array in [0, 1]."""
+    return (1 - alpha) * to_numpy_image(image) + alpha * colorize(saliency, cmap)
+
+
+def overlay_pil(image: Tensor, saliency: Tensor, alpha: float = 0.5, cmap: str = "jet") -> Image.Image:
+    """:func:`overlay` as an 8-bit PIL image."""
+    return Image.fromarray((overlay(image, saliency, alpha, cmap) * 255).round().astype(np.uint8))
+
+
+def figure_to_pil(fig: plt.Figure) -> Image.Image:
+    fig.canvas.draw()
+    img = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
+    plt.close(fig)
+    return img
+
+
+def saliency_grid(images: Tensor, maps: Tensor, titles: Sequence[str], cell: float = 2.2) -> Image.Image:
+    """One row per image: image | map | overlay, titled with ``titles[i]`` (e.g. class name).
+
+    Args:
+        images: ``(B, 3, H, W)`` in [0, 1]. maps: ``(B, H, W)`` in [0, 1].
+    """
+    b = images.shape[0]
+    fig, axes = plt.subplots(b, 3, figsize=(3 * cell, b * cell), squeeze=False)
+    for i in range(b):
+        panels = (to_numpy_image(images[i]), colorize(maps[i]), overlay(images[i], maps[i]))
+        for j, (ax, panel) in enumerate(zip(axes[i], panels)):
+            ax.imshow(panel)
+            ax.set_axis_off()
+            if j == 0:
+                ax.set_title(titles[i], fontsize=8, loc="left")
+    for ax, name in zip(axes[0], ("image", "map", "overlay")):
+        ax.set_title(f"{ax.get_title(loc='left') and ''}{name}", fontsize=8)
+    fig.tight_layout()
+    return figure_to_pil(fig)
+
+
+def comparison_grid(images: Tensor, maps_by_row: dict[str, Tensor], column_titles: Sequence[str] | None = None,
+                    cell: float = 1.8) -> Image.Image:
+    """Rows = methods (or classes), columns = images, overlays in every cell (paper Fig. 3 / Fig. 4).
+
+    Args:
+        images: ``(N, 3, H, W)`` in [0, 1]. maps_by_row: row label -> ``(N, H, W)`` maps.
+    """
+    rows = list(maps_by_row)
+    n = images.shape[0]
+    fig, axes = plt.subplots(len(rows) + 1, n, figsize=(n * cell, (len(rows) + 1) * cell), squeeze=False)
+    for j in range(n):
+        axes[0][j].imshow(to_numpy_image(images[j]))
+        if column_titles is not None:
+            axes[0][j].set_title(column_titles[j], fontsize=7)
+        for i, row in enumerate(rows, 1):
+            axes[i][j].imshow(overlay(images[j], maps_by_row[row][j]))
+    for i, row in enumerate(["image", *rows]):
+        axes[i][0].set_ylabel(row, fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return figure_to_pil(fig)

@@ -1,0 +1,23 @@
+"""Train an L-CAM head.
+
+    python train.py                                   # offline demo on this machine's CPU
+    python train.py +experiment=lcam_img data.root=/path/to/imagenet
+    python train.py ckpt_path=outputs/.../checkpoints/last.ckpt   # resume
+"""
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from lcam.training import run_training
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = run_training(cfg)
+    # the value Hydra's Optuna sweeper minimises
+    return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
+
+
+if __name__ == "__main__":
+    main()
