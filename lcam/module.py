@@ -151,7 +151,7 @@ class LCAM(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         terms, _, _, _ = self._step(batch)
         bs = batch[0].shape[0]
-        self.log_dict({f"train/{k}": v.detach() for k, v in terms.as_dict().items()}, prog_bar=False, batch_size=bs)
+        self.log_dict({"train/ce": terms.ce.detach(), "train/area": terms.area.detach(), "train/tv": terms.tv.detach()}, batch_size=bs)
         self.log("train/loss", terms.total.detach(), prog_bar=True, batch_size=bs)
         return terms.total
 
@@ -164,7 +164,7 @@ class LCAM(pl.LightningModule):
             y, o = explanation_confidence(self.backbone, images, maps, targets, self.thresholds, base_probs=base)
         self.val_confidence.update(y, o)
         bs = images.shape[0]
-        self.log_dict({f"val/{k}": v for k, v in terms.as_dict().items()}, sync_dist=True, batch_size=bs)
+        self.log_dict({"val/ce": terms.ce, "val/area": terms.area, "val/tv": terms.tv}, sync_dist=True, batch_size=bs)
         self.log("val/loss", terms.total, sync_dist=True, prog_bar=True, batch_size=bs)
 
     def on_validation_epoch_end(self) -> None:

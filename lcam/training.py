@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +52,15 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
     Writes into the run directory: ``checkpoints/`` (last + best), ``csv/metrics.csv``,
     ``.hydra/config.yaml`` (resolved by Hydra), ``images/overlays_*.png``.
     """
+    # the frozen backbone is in eval mode on purpose (BatchNorm/Dropout frozen)
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     pl.seed_everything(cfg.seed, workers=True)
     ckpt_path = check_resume_path(cfg.get("ckpt_path"))
     datamodule, model, trainer = build(cfg)
     try:
+        if cfg.get("validate_before_fit") and ckpt_path is None:
+            untrained = trainer.validate(model, datamodule=datamodule, verbose=False)
+            _print_metrics("untrained head", untrained[0] if untrained else {})
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
         _report(cfg, trainer, metrics)
@@ -66,6 +72,12 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
                 if hint:
                     rank_zero_info(f"W&B ran offline. Upload with: {hint}")
     return metrics
+
+
+@rank_zero_only
+def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
+    shown = {k: float(v) for k, v in metrics.items() if k.startswith("val/")}
+    print(f"{title}: " + ", ".join(f"{k[4:]}={v:.2f}" for k, v in sorted(shown.items())))
 
 
 @rank_zero_only

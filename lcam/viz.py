@@ -51,13 +51,13 @@ def saliency_grid(images: Tensor, maps: Tensor, titles: Sequence[str], cell: flo
     fig, axes = plt.subplots(b, 3, figsize=(3 * cell, b * cell), squeeze=False)
     for i in range(b):
         panels = (to_numpy_image(images[i]), colorize(maps[i]), overlay(images[i], maps[i]))
-        for j, (ax, panel) in enumerate(zip(axes[i], panels)):
+        for ax, panel in zip(axes[i], panels):
             ax.imshow(panel)
-            ax.set_axis_off()
-            if j == 0:
-                ax.set_title(titles[i], fontsize=8, loc="left")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[i][0].set_ylabel(titles[i], fontsize=8)
     for ax, name in zip(axes[0], ("image", "map", "overlay")):
-        ax.set_title(f"{ax.get_title(loc='left') and ''}{name}", fontsize=8)
+        ax.set_title(name, fontsize=8)
     fig.tight_layout()
     return figure_to_pil(fig)
 
