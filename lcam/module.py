@@ -48,7 +48,7 @@ class LCAM(pl.LightningModule):
         compile_backbone: ``torch.compile`` the frozen backbone's halves.
     """
 
-    def __init__(self, backbone: dict[str, Any], variant: str = "img", loss: dict[str, float] | None = None,
+    def __init__(self, backbone: dict[str, Any] | FrozenClassifier, variant: str = "img", loss: dict[str, float] | None = None,
                  optimizer: dict[str, Any] | None = None, scheduler: dict[str, Any] | None = None,
                  targets: str = "model", thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
                  channels_last: bool = False, compile_backbone: bool = False) -> None:
@@ -57,10 +57,15 @@ class LCAM(pl.LightningModule):
             raise ValueError(f"model.variant must be one of {VARIANTS}, got '{variant}'")
         if targets not in TARGET_SOURCES:
             raise ValueError(f"model.targets must be one of {TARGET_SOURCES}, got '{targets}'")
-        self.save_hyperparameters()
-        self.backbone: FrozenClassifier = build_backbone(dict(backbone))
-        # store the resolved identity (layer, source, normalisation) so a checkpoint rebuilds exactly
-        self.hparams["backbone"] = self.backbone.spec.to_dict()  # type: ignore[union-attr]
+        if isinstance(backbone, FrozenClassifier):  # a custom classifier given as a module
+            self.save_hyperparameters(ignore=["backbone"])
+            self.backbone = backbone
+        else:
+            self.save_hyperparameters()
+            self.backbone = build_backbone(dict(backbone))
+        if self.backbone.spec is not None:
+            # the resolved identity (layer, source, normalisation): a checkpoint rebuilds exactly this
+            self.hparams["backbone"] = self.backbone.spec.to_dict()
         self.head = AttentionHead(self.backbone.feature_channels, self.backbone.num_classes)
         self.loss_fn = LCAMLoss(**(loss or {}))
         self.variant, self.target_source = variant, targets
@@ -77,8 +82,8 @@ class LCAM(pl.LightningModule):
 
     # -- identity ----------------------------------------------------------------------------
     @property
-    def backbone_spec(self) -> BackboneSpec:
-        return self.backbone.spec  # type: ignore[return-value]
+    def backbone_spec(self) -> BackboneSpec | None:
+        return self.backbone.spec
 
     @property
     def num_classes(self) -> int:
@@ -191,11 +196,12 @@ class LCAM(pl.LightningModule):
         state = checkpoint.get("state_dict", {})
         for key in [k for k in state if k.startswith(BACKBONE_PREFIX)]:
             del state[key]
-        checkpoint["lcam_backbone"] = self.backbone_spec.to_dict()
+        if self.backbone_spec is not None:
+            checkpoint["lcam_backbone"] = self.backbone_spec.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("lcam_backbone")
-        if saved is not None:
+        if saved is not None and self.backbone_spec is not None:
             mine = self.backbone_spec.to_dict()
             keys = ("name", "layer", "source")
             if any(saved.get(k) != mine.get(k) for k in keys):

@@ -84,12 +84,10 @@ def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
 def _report(cfg: DictConfig, trainer: pl.Trainer, metrics: dict[str, float]) -> None:
     out = Path(cfg.paths.output_dir)
     lines = [f"Run directory: {out.resolve()}"]
-    ckpt = trainer.checkpoint_callback
-    if ckpt is not None:
-        if getattr(ckpt, "last_model_path", ""):
-            lines.append(f"  last checkpoint:  {ckpt.last_model_path}")
+    for ckpt in trainer.checkpoint_callbacks:
+        kind = "best" if getattr(ckpt, "monitor", None) else "last"
         if getattr(ckpt, "best_model_path", ""):
-            lines.append(f"  best checkpoint:  {ckpt.best_model_path}")
+            lines.append(f"  {kind} checkpoint:  {ckpt.best_model_path}")
     for logger in trainer.loggers:
         if isinstance(logger, CSVLogger):
             lines.append(f"  metrics CSV:      {Path(logger.log_dir) / 'metrics.csv'}")

@@ -15,3 +15,12 @@ __all__ = [
     "keep_top_fraction",
     "threshold_tag",
 ]
+
+from lcam.metrics.insertion_deletion import (  # noqa: E402
+    InsertionDeletion,
+    auc,
+    blur,
+    insertion_deletion_curves,
+)
+
+__all__ += ["InsertionDeletion", "auc", "blur", "insertion_deletion_curves"]

@@ -1,0 +1,149 @@
+"""The interface every explainer shares, and the small helpers they all use.
+
+An explainer wraps a :class:`~lcam.backbones.frozen.FrozenClassifier` and maps a batch of images
+to one saliency map per image::
+
+    explainer = GradCAM(model)
+    maps = explainer(images, targets=None)   # (B, 3, H, W) in [0, 1] -> (B, H, W) in [0, 1]
+    explainer.last_forward_passes            # #FW of the last call, per image
+
+Conventions shared by every method:
+
+* ``targets``: ``None`` (the classifier's top-1 prediction per image), one ``int`` for the whole
+  batch, a list of ``B`` ints or a ``LongTensor`` ``(B,)``. Ids outside ``0..C-1`` raise
+  ``ValueError``.
+* Everything runs on ``images.device``; random methods draw from a ``torch.Generator`` on that
+  device, seeded from the ``seed`` setting at every call (same images -> same maps).
+* No hooks: methods talk to the classifier through ``features`` / ``classify`` only.
+* ``last_forward_passes`` counts, per image, the classifier passes as the papers' ``#FW`` does:
+  the passes on the inputs the method builds from the image (masked or noisy copies). The one
+  pass on the unmodified image that reads the activations and the top-1 target is counted only
+  where it is the whole method (gradient CAMs: 1); batch-shared passes are not counted.
+"""
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from typing import Any, Iterator, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from lcam.backbones.frozen import FrozenClassifier
+from lcam.heads import check_targets
+
+Targets = Union[None, int, Sequence[int], Tensor]
+
+
+def resolve_targets(targets: Targets, batch_size: int, num_classes: int, device: torch.device,
+                    logits: Tensor | None = None) -> Tensor:
+    """Class ids ``(B,)`` (long, on ``device``) from any accepted ``targets`` form.
+
+    Args:
+        targets: ``None``, an int, ``B`` ints or a tensor ``(B,)`` / scalar.
+        batch_size: ``B``.
+        num_classes: ``C``; ids must lie in ``0..C-1``.
+        device: where the ids go.
+        logits: ``(B, C)`` logits of the unmodified images; required when ``targets`` is ``None``.
+
+    Raises:
+        ValueError: wrong number of targets, or an id outside ``0..C-1``.
+    """
+    if targets is None:
+        if logits is None:
+            raise ValueError("targets=None needs the logits of the images to pick the top-1 class")
+        return logits.detach().argmax(dim=1).to(device)
+    t = torch.as_tensor(targets, device=device).long().reshape(-1)
+    if t.numel() == 1:
+        t = t.expand(batch_size)
+    if t.numel() != batch_size:
+        raise ValueError(f"Got {t.numel()} targets for a batch of {batch_size} images")
+    check_targets(t, num_classes)
+    return t.contiguous()
+
+
+def check_images(images: Tensor) -> None:
+    """Raise ``ValueError`` unless ``images`` is a floating ``(B, 3, H, W)`` batch."""
+    if images.ndim != 4 or not images.is_floating_point():
+        raise ValueError(
+            f"images must be a floating (B, 3, H, W) tensor in [0, 1], got {tuple(images.shape)} {images.dtype}"
+        )
+
+
+def make_generator(seed: int, device: torch.device) -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with ``seed``."""
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def chunks(total: int, size: int) -> Iterator[slice]:
+    """Consecutive slices of at most ``size`` items covering ``range(total)``."""
+    for start in range(0, total, size):
+        yield slice(start, min(start + size, total))
+
+
+def class_probabilities(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
+    """Softmax probability of ``targets`` ``(N,)`` for images ``(N, 3, H, W)`` -> ``(N,)``."""
+    return model(inputs).softmax(dim=1).gather(1, targets.view(-1, 1)).squeeze(1)
+
+
+def check_positive(**values: float) -> None:
+    """Raise ``ValueError`` naming the first setting that is not > 0."""
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
+
+
+class Explainer(nn.Module, ABC):
+    """Base class: ``explainer(images, targets=None) -> (B, H, W)`` saliency in [0, 1].
+
+    An ``nn.Module`` so that it follows the classifier across devices (``.to()``) inside a
+    LightningModule; it has no parameters of its own and never trains.
+
+    Args:
+        model: the frozen classifier to explain.
+
+    Attributes:
+        last_forward_passes: ``#FW`` per image of the last call (see the module docstring).
+    """
+
+    #: registry name, set by each concrete class
+    name: str = ""
+
+    def __init__(self, model: FrozenClassifier) -> None:
+        super().__init__()
+        self.model = model
+        self.last_forward_passes: int = 0
+
+    def forward(self, images: Tensor, targets: Targets = None) -> Tensor:  # type: ignore[override]
+        """Saliency maps for a batch.
+
+        Args:
+            images: ``(B, 3, H, W)`` in [0, 1], on the classifier's device.
+            targets: see :func:`resolve_targets`.
+
+        Returns:
+            ``(B, H, W)`` float32 maps in [0, 1] (an all-zero map where nothing is salient).
+        """
+        check_images(images)
+        maps = self.explain(images, targets)
+        return maps.float().clamp_(0.0, 1.0)
+
+    @abstractmethod
+    def explain(self, images: Tensor, targets: Targets) -> Tensor:
+        """Method body: ``(B, 3, H, W)`` images -> ``(B, H, W)`` maps; sets ``last_forward_passes``."""
+
+    def targets_for(self, targets: Targets, images: Tensor, logits: Tensor | None = None) -> Tensor:
+        """``(B,)`` class ids for ``images``; ``C`` comes from ``logits`` when given, else the model."""
+        num_classes = int(logits.shape[1]) if logits is not None else self.model.num_classes
+        return resolve_targets(targets, images.shape[0], num_classes, images.device, logits)
+
+    def settings(self) -> dict[str, Any]:
+        """The constructor settings of this instance (for logs and ``repr``)."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p not in ("self", "model")]
+        return {n: getattr(self, n) for n in names if hasattr(self, n)}
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
+
+    def __repr__(self) -> str:  # the wrapped classifier would drown the settings
+        return f"{type(self).__name__}({self.extra_repr()})"

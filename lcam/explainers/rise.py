@@ -1,0 +1,96 @@
+"""RISE: Randomized Input Sampling for Explanation (Petsiuk et al.).
+
+``N`` random binary grids ``s x s`` (each cell kept with probability ``p``) are bilinearly
+upsampled to ``(s + 1) * cell`` pixels (``cell = ceil(H / s)``), shifted by a random offset in
+``[0, cell)`` along each axis and cropped to ``H x W``. The saliency of class ``c`` is::
+
+    S = sum_i p_c(x (.) M_i) M_i / (N p),   map = minmax(S)
+
+with ``p_c`` the softmax probability. The masks are drawn once per explainer from ``seed`` (per
+image size and device), kept on the device and reused for every image; images and masks are
+streamed through the classifier ``batch_size`` masked images at a time.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lcam.backbones.frozen import FrozenClassifier
+from lcam.explainers.base import Explainer, Targets, check_positive, chunks, class_probabilities, make_generator
+from lcam.maps import upsample_then_normalize
+
+
+class RISE(Explainer):
+    """RISE. ``#FW = n_masks``.
+
+    Args:
+        model: the frozen classifier.
+        n_masks: ``N``, random masks (paper: 4000 for VGG-16, 8000 for ResNet-50).
+        s: grid side.
+        p: probability of keeping a grid cell, in (0, 1).
+        batch_size: masked images per forward pass (several masks of several images).
+        seed: seed of the masks.
+    """
+
+    name = "rise"
+
+    def __init__(self, model: FrozenClassifier, n_masks: int = 4000, s: int = 7, p: float = 0.5,
+                 batch_size: int = 64, seed: int = 0) -> None:
+        super().__init__(model)
+        check_positive(n_masks=n_masks, s=s, batch_size=batch_size)
+        if not 0.0 < p < 1.0:
+            raise ValueError(f"p must be in (0, 1), got {p}")
+        self.n_masks, self.s, self.p = int(n_masks), int(s), float(p)
+        self.batch_size, self.seed = int(batch_size), int(seed)
+        self._masks: dict[tuple[int, int, str], Tensor] = {}
+
+    def masks(self, size: tuple[int, int], device: torch.device) -> Tensor:
+        """The ``(N, H, W)`` float32 masks in [0, 1] for images of ``size`` on ``device`` (cached)."""
+        key = (int(size[0]), int(size[1]), str(torch.device(device)))
+        if key not in self._masks:
+            with torch.inference_mode(False), torch.no_grad():  # usable outside inference mode later
+                self._masks[key] = self._generate(key[:2], torch.device(device))
+        return self._masks[key]
+
+    def _generate(self, size: tuple[int, int], device: torch.device) -> Tensor:
+        h, w = size
+        n, s = self.n_masks, self.s
+        cell_h, cell_w = math.ceil(h / s), math.ceil(w / s)
+        gen = make_generator(self.seed, device)
+        grids = (torch.rand(n, 1, s, s, generator=gen, device=device) < self.p).float()
+        dy = torch.randint(0, cell_h, (n,), generator=gen, device=device)
+        dx = torch.randint(0, cell_w, (n,), generator=gen, device=device)
+        rows = dy.view(-1, 1) + torch.arange(h, device=device)  # (N, H)
+        cols = dx.view(-1, 1) + torch.arange(w, device=device)  # (N, W)
+        out = torch.empty(n, h, w, device=device)
+        for part in chunks(n, self.batch_size):  # bounded peak memory for the upsampled grids
+            up = F.interpolate(grids[part], size=((s + 1) * cell_h, (s + 1) * cell_w), mode="bilinear",
+                               align_corners=False).squeeze(1)
+            idx = torch.arange(up.shape[0], device=device).view(-1, 1, 1)
+            out[part] = up[idx, rows[part].unsqueeze(2), cols[part].unsqueeze(1)]
+        return out
+
+    def explain(self, images: Tensor, targets: Targets) -> Tensor:
+        b, _, h, w = images.shape
+        masks = self.masks((h, w), images.device)
+        with torch.no_grad():
+            logits = self.model(images) if targets is None else None
+            t = self.targets_for(targets, images, logits)
+            groups = [self.weighted_mask_sum(images[part], t[part], masks) for part in chunks(b, self.batch_size)]
+        self.last_forward_passes = self.n_masks
+        return upsample_then_normalize(torch.cat(groups) / (self.n_masks * self.p), (h, w))
+
+    def weighted_mask_sum(self, images: Tensor, targets: Tensor, masks: Tensor) -> Tensor:
+        """``sum_i p_c(x (.) M_i) M_i``: images ``(b, 3, H, W)`` (``b <= batch_size``), targets
+        ``(b,)``, masks ``(N, H, W)`` -> ``(b, H, W)``; ``batch_size // b`` masks per forward pass."""
+        b = images.shape[0]
+        sal = torch.zeros(b, *masks.shape[1:], device=images.device)
+        for part in chunks(masks.shape[0], max(1, self.batch_size // b)):
+            m = masks[part]  # (n, H, W)
+            inputs = (images.unsqueeze(1) * m.to(images.dtype).unsqueeze(1).unsqueeze(0)).flatten(0, 1)
+            probs = class_probabilities(self.model, inputs, targets.repeat_interleave(m.shape[0]))
+            sal += torch.einsum("bn,nhw->bhw", probs.float().view(b, -1), m)
+        return sal

@@ -1,0 +1,19 @@
+"""Helpers for tests that compose the real Hydra configs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+#: shrink the demo: 9 photos once per epoch, 96 px crops, CSV logger only
+TINY = ["logger=csv", "data.repeats=1", "data.resize=110", "data.crop=96", "data.batch_size=4",
+        "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false"]
+
+
+def compose_train(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` with overrides, writing into ``output_dir``."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name, overrides=[*overrides, f"paths.output_dir={output_dir}"])

@@ -1,0 +1,308 @@
+"""Explainers: localisation on a synthetic classifier, closed forms, interface contracts."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import Tensor, nn
+
+from lcam.backbones.frozen import FrozenClassifier
+from lcam.explainers import (
+    EXPLAINERS,
+    RISE,
+    SSCAM1,
+    SSCAM2,
+    GradCAMPlusPlus,
+    ScoreCAM,
+    SmoothGradCAMPlusPlus,
+    build_explainer,
+)
+
+SIZE = 32
+# Regions of the synthetic classifier, in pixels (features are pooled by 4: cells 1:3 and 5:7).
+REGIONS = {0: (slice(4, 12), slice(4, 12)), 1: (slice(20, 28), slice(20, 28))}
+
+# Small but sound settings per method (RISE: N <= 200; SS-CAM 1: noise at the toy activation scale).
+FAST = {
+    "smoothgradcampp": {"n_samples": 4},
+    "sscam1": {"n_samples": 4, "sigma": 0.1},
+    "sscam2": {"n_samples": 4, "sigma": 0.1},
+    "rise": {"n_masks": 200, "s": 4, "batch_size": 100},
+}
+DETERMINISTIC = ["gradcam", "gradcampp", "xgradcam", "guidedcam", "scorecam", "rise"]
+
+
+def make(name: str, model: FrozenClassifier, **settings) -> nn.Module:
+    return build_explainer({"name": name, **FAST.get(name, {}), **settings}, model)
+
+
+class RegionHead(nn.Module):
+    """Logit 0 = channel 0 (red) summed over region 0; logit 1 = channel 1 (green) over region 1; logit 2 = 0."""
+
+    def __init__(self, scale: float = 2.0) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, feats: Tensor) -> Tensor:
+        red = feats[:, 0, 1:3, 1:3].sum(dim=(1, 2))
+        green = feats[:, 1, 5:7, 5:7].sum(dim=(1, 2))
+        return self.scale * torch.stack([red, green, torch.zeros_like(red)], dim=1)
+
+
+def region_model() -> FrozenClassifier:
+    """Features: RGB copied to channels 0-2 (channel 3 always zero), ReLU, 4x4 average pooling."""
+    conv = nn.Conv2d(3, 4, 1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.zero_()
+        for c in range(3):
+            conv.weight[c, c] = 1.0
+    return FrozenClassifier(nn.Sequential(conv, nn.ReLU(), nn.AvgPool2d(4)), RegionHead(), mean=[0, 0, 0], std=[1, 1, 1])
+
+
+def random_model(seed: int = 0, dead_bias: float = 0.0) -> FrozenClassifier:
+    """A random conv net with a nonlinear classify half (5 classes); ``dead_bias`` < 0 kills channels."""
+    torch.manual_seed(seed)
+    conv2 = nn.Conv2d(6, 8, 3, padding=1)
+    with torch.no_grad():
+        conv2.bias[:4] += dead_bias
+    features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), conv2, nn.ReLU())
+    classify = nn.Sequential(nn.Conv2d(8, 8, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+    return FrozenClassifier(features, classify, mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.3])
+
+
+@pytest.fixture(scope="module")
+def toy_region_model() -> FrozenClassifier:
+    return region_model()
+
+
+@pytest.fixture(scope="module")
+def toy_region_images() -> Tensor:
+    """Two images: dark noise, a red patch in region 0 (intensity 1) and a green one in region 1 (0.8)."""
+    g = torch.Generator().manual_seed(1)
+    images = 0.2 * torch.rand(2, 3, SIZE, SIZE, generator=g)
+    images[:, 0][(slice(None), *REGIONS[0])] = 1.0
+    images[:, 1][(slice(None), *REGIONS[1])] = 0.8
+    return images
+
+
+@pytest.fixture(scope="module")
+def toy_model() -> FrozenClassifier:
+    return random_model()
+
+
+@pytest.fixture(scope="module")
+def toy_images() -> Tensor:
+    return torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+
+
+def region_means(maps: Tensor, target: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Mean saliency inside the target's region, outside it, and inside the other region."""
+    inside = torch.zeros(SIZE, SIZE, dtype=torch.bool)
+    inside[REGIONS[target]] = True
+    other = REGIONS[1 - target]
+    return maps[:, inside].mean(1), maps[:, ~inside].mean(1), maps[:, other[0], other[1]].flatten(1).mean(1)
+
+
+# -- localisation -----------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(EXPLAINERS))
+@pytest.mark.parametrize("target", [0, 1])
+def test_maps_concentrate_on_the_region_the_class_depends_on(name, target, toy_region_model, toy_region_images):
+    maps = make(name, toy_region_model)(toy_region_images, targets=target)
+    inside, outside, other = region_means(maps, target)
+    assert (inside > 1.5 * outside).all(), (name, inside, outside)
+    assert (inside > other).all(), (name, inside, other)
+
+
+# -- closed forms -----------------------------------------------------------------------
+def reference_activations_and_gradients(model: FrozenClassifier, images: Tensor, targets: Tensor):
+    """Activations and d logit / d activations by plain autograd on the whole model."""
+    x = images.clone().requires_grad_(True)
+    acts = model.features(x)
+    acts.retain_grad()
+    model.classify(acts).gather(1, targets.view(-1, 1)).sum().backward()
+    return acts.detach(), acts.grad
+
+
+def reference_map(cam: Tensor, size: int) -> Tensor:
+    """Per-sample min-max normalisation, then bilinear upsampling."""
+    flat = cam.flatten(1)
+    lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+    norm = ((flat - lo) / (hi - lo)).view_as(cam)
+    return F.interpolate(norm.unsqueeze(1), size=(size, size), mode="bilinear", align_corners=False).squeeze(1)
+
+
+def gradcam_weights(a: Tensor, g: Tensor) -> Tensor:
+    return g.mean(dim=(2, 3))
+
+
+def gradcampp_reference_weights(a: Tensor, g: Tensor) -> Tensor:
+    denom = 2 * g**2 + (a * g**3).sum(dim=(2, 3), keepdim=True)
+    alpha = torch.where(denom != 0, g**2 / denom, torch.zeros_like(g))
+    return (alpha * F.relu(g)).sum(dim=(2, 3))
+
+
+def xgradcam_weights(a: Tensor, g: Tensor) -> Tensor:
+    return (a * g).sum(dim=(2, 3)) / a.sum(dim=(2, 3)).clamp(min=1e-12)  # all-zero channels: weight 0
+
+
+@pytest.mark.parametrize(
+    "name,weights", [("gradcam", gradcam_weights), ("gradcampp", gradcampp_reference_weights), ("xgradcam", xgradcam_weights)]
+)
+def test_gradient_cams_equal_their_closed_forms(name, weights, toy_model, toy_images):
+    targets = torch.tensor([0, 3, 4])
+    a, g = reference_activations_and_gradients(toy_model, toy_images, targets)
+    cam = F.relu((weights(a, g)[:, :, None, None] * a).sum(1))
+    expected = reference_map(cam, SIZE)
+    maps = build_explainer(name, toy_model)(toy_images, targets)
+    torch.testing.assert_close(maps, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_guidance_cam_equals_its_closed_form(toy_model, toy_images):
+    targets = torch.tensor([1, 2, 0])
+    a, g = reference_activations_and_gradients(toy_model, toy_images, targets)
+    guidance = F.relu((g * a).sum(1, keepdim=True))
+    cam = F.relu((g.mean(dim=(2, 3))[:, :, None, None] * guidance * a).sum(1))
+    maps = build_explainer("guidedcam", toy_model, smooth_kernel=1)(toy_images, targets)
+    torch.testing.assert_close(maps, reference_map(cam, SIZE), atol=1e-5, rtol=1e-4)
+    smoothed = build_explainer("guidedcam", toy_model)(toy_images, targets)
+    assert not torch.allclose(smoothed, maps, atol=1e-3)
+
+
+def test_smooth_gradcampp_without_noise_is_gradcampp(toy_model, toy_images):
+    plain = GradCAMPlusPlus(toy_model)(toy_images)
+    smooth = SmoothGradCAMPlusPlus(toy_model, n_samples=3, noise_std=0.0)
+    torch.testing.assert_close(smooth(toy_images), plain, atol=1e-5, rtol=1e-4)
+    assert smooth.last_forward_passes == 3
+    noisy = SmoothGradCAMPlusPlus(toy_model, n_samples=3)(toy_images)
+    assert not torch.allclose(noisy, plain, atol=1e-3)
+
+
+@pytest.mark.parametrize("cls", [SSCAM1, SSCAM2])
+def test_sscam_without_noise_is_scorecam(cls, toy_model, toy_images):
+    torch.testing.assert_close(
+        cls(toy_model, n_samples=2, sigma=0.0)(toy_images), ScoreCAM(toy_model)(toy_images), atol=1e-5, rtol=1e-4
+    )
+    assert not torch.allclose(cls(toy_model, n_samples=2, sigma=1.0)(toy_images), ScoreCAM(toy_model)(toy_images), atol=1e-3)
+
+
+# -- interface contracts ------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(EXPLAINERS))
+def test_shape_range_topk_default_and_no_hooks(name, toy_model, toy_images):
+    explainer = make(name, toy_model)
+    maps = explainer(toy_images)
+    assert maps.shape == (3, SIZE, SIZE) and maps.dtype == torch.float32
+    assert torch.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
+    assert explainer.last_forward_passes >= 1
+    top1 = toy_model(toy_images).argmax(1)
+    torch.testing.assert_close(explainer(toy_images, top1), maps)
+    for module in toy_model.modules():
+        for hooks in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
+            assert not getattr(module, hooks), (name, module, hooks)
+    assert all(p.grad is None and not p.requires_grad for p in toy_model.parameters())
+
+
+@pytest.mark.parametrize("name", sorted(EXPLAINERS))
+def test_all_zero_activations_give_zero_maps_not_nan(name, toy_images):
+    dead = nn.Conv2d(3, 4, 3, padding=1)
+    with torch.no_grad():
+        dead.weight.zero_()
+        dead.bias.fill_(-1.0)
+    model = FrozenClassifier(
+        nn.Sequential(dead, nn.ReLU()), nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)), [0, 0, 0], [1, 1, 1]
+    )
+    maps = make(name, model)(toy_images)
+    assert torch.isfinite(maps).all()
+    assert (maps == 0).all()
+
+
+@pytest.mark.parametrize("name", sorted(EXPLAINERS))
+def test_per_sample_targets_and_inference_mode(name, toy_region_model, toy_region_images):
+    explainer = make(name, toy_region_model)
+    image = toy_region_images[:1].expand(2, -1, -1, -1)
+    maps = explainer(image, [0, 1])
+    assert (maps[0] - maps[1]).abs().max() > 0.1
+    with torch.inference_mode():
+        inf_maps = explainer(image, torch.tensor([0, 1]))
+    torch.testing.assert_close(inf_maps, maps, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", DETERMINISTIC)
+def test_batch_results_equal_single_image_results(name, toy_model, toy_images):
+    explainer = make(name, toy_model, batch_size=4) if name in ("scorecam", "rise") else make(name, toy_model)
+    targets = torch.tensor([4, 0, 2])
+    batch = explainer(toy_images, targets)
+    singles = torch.cat([explainer(toy_images[i : i + 1], targets[i : i + 1]) for i in range(3)])
+    torch.testing.assert_close(batch, singles, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(EXPLAINERS))
+def test_out_of_range_targets_name_the_valid_range(name, toy_model, toy_images):
+    explainer = make(name, toy_model)
+    with pytest.raises(ValueError, match=r"0\.\.4"):
+        explainer(toy_images, 5)
+    with pytest.raises(ValueError, match=r"0\.\.4"):
+        explainer(toy_images, torch.tensor([0, -1, 2]))
+    with pytest.raises(ValueError, match="3 images"):
+        explainer(toy_images, [0, 1])
+
+
+def test_random_methods_are_seeded(toy_model, toy_images):
+    for name in ("smoothgradcampp", "sscam1", "sscam2"):
+        a = make(name, toy_model, seed=3)(toy_images)
+        torch.testing.assert_close(make(name, toy_model, seed=3)(toy_images), a)
+        assert not torch.allclose(make(name, toy_model, seed=4)(toy_images), a), name
+
+
+# -- RISE and Score-CAM specifics ------------------------------------------------------------
+def test_rise_masks_are_drawn_once_and_reused(toy_model, toy_images):
+    rise = RISE(toy_model, n_masks=50, s=4, seed=7)
+    masks = rise.masks((SIZE, SIZE), toy_images.device)
+    assert masks.shape == (50, SIZE, SIZE) and masks.min() >= 0 and masks.max() <= 1
+    assert 0.3 < masks.mean() < 0.7
+    first = rise(toy_images)
+    second = rise(toy_images)
+    assert rise.masks((SIZE, SIZE), toy_images.device) is masks and len(rise._masks) == 1
+    torch.testing.assert_close(first, second)
+    torch.testing.assert_close(RISE(toy_model, n_masks=50, s=4, seed=7).masks((SIZE, SIZE), toy_images.device), masks)
+    assert not torch.equal(RISE(toy_model, n_masks=50, s=4, seed=8).masks((SIZE, SIZE), toy_images.device), masks)
+    assert rise.last_forward_passes == 50
+
+
+def test_rise_masks_are_smooth_shifted_grids():
+    rise = RISE(random_model(), n_masks=20, s=4, seed=0)
+    masks = rise.masks((SIZE, SIZE), torch.device("cpu"))
+    # bilinear upsampling of a 4x4 grid to 5 cells of 8 px: neighbouring pixels differ by <= 1/8
+    assert (masks[:, 1:] - masks[:, :-1]).abs().max() <= 1 / 8 + 1e-6
+    assert (masks[:, :, 1:] - masks[:, :, :-1]).abs().max() <= 1 / 8 + 1e-6
+    assert len({tuple(m[:, 0].tolist()) for m in masks}) == 20
+
+
+def test_scorecam_pruning_does_not_change_maps():
+    model = random_model(seed=3, dead_bias=-0.35)
+    images = torch.rand(4, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
+    acts = model.features(images)
+    live = acts.flatten(2).ne(0).any(2)
+    assert not live.all() and live.any(1).all(), "the toy model must have some dead channels per image"
+    pruned, full = ScoreCAM(model, batch_size=5, prune=True), ScoreCAM(model, batch_size=5, prune=False)
+    torch.testing.assert_close(pruned(images), full(images), atol=1e-5, rtol=1e-4)
+    assert full.last_forward_passes == 8
+    assert pruned.last_forward_passes == -(-int(live.sum()) // 4) < 8
+
+
+# -- registry ---------------------------------------------------------------------------------
+def test_registry_builds_from_names_dicts_and_dictconfigs(toy_model):
+    assert sorted(EXPLAINERS) == sorted(
+        ["gradcam", "gradcampp", "smoothgradcampp", "xgradcam", "guidedcam", "scorecam", "sscam1", "sscam2", "rise"]
+    )
+    assert isinstance(build_explainer("GradCAM", toy_model), EXPLAINERS["gradcam"])
+    rise = build_explainer(OmegaConf.create({"name": "rise", "n_masks": 10, "s": 3}), toy_model, seed=5)
+    assert (rise.n_masks, rise.s, rise.seed) == (10, 3, 5)
+    assert "n_masks=10" in repr(rise)
+    with pytest.raises(ValueError, match="valid choices.*gradcam"):
+        build_explainer("gradcamm", toy_model)
+    with pytest.raises(ValueError, match="n_masks"):
+        build_explainer({"name": "rise", "n_mask": 10}, toy_model)
+    with pytest.raises(ValueError, match="p must be"):
+        build_explainer({"name": "rise", "p": 1.5}, toy_model)
