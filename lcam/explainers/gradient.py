@@ -79,7 +79,7 @@ class GradientCAM(Explainer):
                 acts = self.model.features(x)
             acts = acts.detach().requires_grad_(True)
             logits = self.model.classify(acts)
-            t = self.targets_for(targets, images, logits)
+            t = self.targets_for(targets, images, logits).clone()  # gather saves it for backward
             score = logits.gather(1, t.view(-1, 1)).sum()
             (grads,) = torch.autograd.grad(score, acts)
         return acts.detach(), grads, t

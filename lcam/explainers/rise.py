@@ -71,7 +71,7 @@ class RISE(Explainer):
                                align_corners=False).squeeze(1)
             idx = torch.arange(up.shape[0], device=device).view(-1, 1, 1)
             out[part] = up[idx, rows[part].unsqueeze(2), cols[part].unsqueeze(1)]
-        return out
+        return out.clamp_(0.0, 1.0)  # bilinear rounding may overshoot 1 by an ulp
 
     def explain(self, images: Tensor, targets: Targets) -> Tensor:
         b, _, h, w = images.shape

