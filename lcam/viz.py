@@ -85,3 +85,38 @@ def comparison_grid(images: Tensor, maps_by_row: dict[str, Tensor], column_title
         ax.set_yticks([])
     fig.tight_layout()
     return figure_to_pil(fig)
+
+
+def panel_grid(panels: Sequence[Sequence[np.ndarray | None]], titles: Sequence[Sequence[str]] | None = None,
+               row_labels: Sequence[str] | None = None, suptitle: str | None = None, cell: float = 2.2) -> Image.Image:
+    """A grid of titled panels (class-specific maps, misclassification contact sheets).
+
+    Args:
+        panels: rows of ``(H, W, 3)`` float arrays in [0, 1] (e.g. from :func:`overlay`); ``None``
+            leaves a cell blank, and rows may differ in length.
+        titles: per-cell titles, same layout as ``panels``.
+        row_labels: one label per row, written left of its first cell.
+        suptitle: a title over the whole sheet.
+    """
+    n_rows = max(1, len(panels))
+    n_cols = max([len(r) for r in panels] + [1])
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(n_cols * cell, n_rows * cell + (0.3 if suptitle else 0.0)), squeeze=False)
+    for i in range(n_rows):
+        for j in range(n_cols):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            panel = panels[i][j] if i < len(panels) and j < len(panels[i]) else None
+            if panel is None:
+                ax.axis("off")
+                continue
+            ax.imshow(np.clip(panel, 0, 1))
+            if titles is not None and i < len(titles) and j < len(titles[i]) and titles[i][j]:
+                ax.set_title(titles[i][j], fontsize=7)
+        if row_labels is not None and i < len(row_labels):
+            axes[i][0].axis("on")
+            axes[i][0].set_ylabel(row_labels[i], fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9)
+    fig.tight_layout()
+    return figure_to_pil(fig)

@@ -86,6 +86,7 @@ def test_every_experiment_composes_and_instantiates(experiment, imagenet_root, t
     sched = model.configure_optimizers()["lr_scheduler"]["scheduler"]
     assert sched.gamma == (0.95 if "resnet50" in experiment else 0.75)
     assert cfg.trainer.max_epochs == (25 if "resnet50" in experiment else 7)
+    assert cfg.model.optimizer.lr == 0.01 and cfg.data.batch_size == 64
 
 
 def _run_script(args: list[str], timeout: float = 120) -> tuple[subprocess.CompletedProcess, float]:

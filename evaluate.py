@@ -1,0 +1,22 @@
+"""Evaluate explainers: AD/IC at 100/50/15%, #FW and seconds per image, in the paper's layout.
+
+    python evaluate.py                                   # every method on the demo photos (offline)
+    python evaluate.py explainer=gradcam backbone=vgg16 data=imagenet data.root=... data.val_list=...
+    python evaluate.py explainer=lcam explainer.ckpt_path=outputs/.../last.ckpt
+    python evaluate.py +experiment=table1_vgg16 data.root=... data.val_list=...
+"""
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from lcam.evaluation.run import run_evaluation
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    run_evaluation(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,6 @@
+"""Evaluate explainers over a dataset with one metric implementation (``evaluate.py``)."""
+from lcam.evaluation.counting import ForwardCounter
+from lcam.evaluation.evaluator import ExplainerEvaluator
+from lcam.evaluation.report import to_markdown, write_tables
+
+__all__ = ["ExplainerEvaluator", "ForwardCounter", "to_markdown", "write_tables"]

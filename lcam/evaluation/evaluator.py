@@ -1,0 +1,113 @@
+"""Evaluate several explainers on the same images in Lightning's test loop.
+
+Per batch, every method explains the classifier's top-1 class; the AD/IC metric (and optional
+insertion/deletion) is updated per method; ``#FW`` is counted by a forward hook and time per
+image by the wall clock (synchronised on GPUs). Metrics are torchmetrics objects, so DDP runs
+reduce them across processes.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from lcam.backbones.frozen import FrozenClassifier
+from lcam.evaluation.counting import ForwardCounter
+from lcam.metrics import DEFAULT_THRESHOLDS, AverageDropIncrease, explanation_confidence
+from torchmetrics import SumMetric
+
+
+class ExplainerEvaluator(pl.LightningModule):
+    """Args:
+        model: the frozen classifier (shared by every explainer).
+        explainers: display name -> explainer (``explainer(images, targets) -> (B, H, W)``).
+        thresholds: AD/IC thresholds (fractions kept).
+        extra_metrics: display-name-independent metric factories, e.g. insertion/deletion:
+            ``name -> callable(model) -> Metric`` with ``update(images, maps, targets)``.
+        keep_maps: keep the maps of the first ``keep_maps`` images for figures.
+    """
+
+    def __init__(self, model: FrozenClassifier, explainers: Mapping[str, nn.Module],
+                 thresholds: Sequence[float] = DEFAULT_THRESHOLDS, extra_metrics: Mapping[str, Any] | None = None,
+                 keep_maps: int = 0) -> None:
+        super().__init__()
+        self.model = model
+        self.explainers = nn.ModuleDict(dict(explainers))
+        self.method_names = list(explainers)
+        self.thresholds = tuple(thresholds)
+        self.confidence = nn.ModuleDict({k: AverageDropIncrease(self.thresholds) for k in self.method_names})
+        self.forward_passes = nn.ModuleDict({k: SumMetric() for k in self.method_names})
+        self.seconds = nn.ModuleDict({k: SumMetric() for k in self.method_names})
+        self.images_seen = SumMetric()
+        factories = dict(extra_metrics or {})
+        self.extra = nn.ModuleDict({f"{m}__{n}": make(model) for m in self.method_names for n, make in factories.items()})
+        self.extra_names = list(factories)
+        self.keep_maps = int(keep_maps)
+        self.kept_images: list[Tensor] = []
+        self.kept_maps: dict[str, list[Tensor]] = {k: [] for k in self.method_names}
+        self.kept_titles: list[str] = []
+        self.results: list[dict[str, Any]] = []
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        images = batch[0]
+        b = images.shape[0]
+        with torch.no_grad():
+            logits = self.model(images)
+        targets = logits.argmax(1)
+        base = logits.softmax(1).gather(1, targets.view(-1, 1)).squeeze(1)
+        keep = max(0, min(b, self.keep_maps - sum(x.shape[0] for x in self.kept_images)))
+        if keep:
+            self.kept_images.append(images[:keep].cpu())
+            probs = base[:keep].tolist()
+            self.kept_titles += [f"{self.model.class_name(int(t))} ({p:.2f})" for t, p in zip(targets[:keep], probs)]
+        for name in self.method_names:
+            explainer = self.explainers[name]
+            with ForwardCounter(self.model) as fw:
+                self._sync()
+                start = time.perf_counter()
+                maps = explainer(images, targets)
+                self._sync()
+                elapsed = time.perf_counter() - start
+            self.forward_passes[name].update(torch.tensor(float(fw.images)))
+            self.seconds[name].update(torch.tensor(elapsed))
+            y, o = explanation_confidence(self.model, images, maps, targets, self.thresholds, base_probs=base)
+            self.confidence[name].update(y, o)
+            for metric in self.extra_names:
+                self.extra[f"{name}__{metric}"].update(images, maps, targets)
+            if keep:
+                self.kept_maps[name].append(maps[:keep].cpu())
+        self.images_seen.update(torch.tensor(float(b)))
+
+    def on_test_epoch_end(self) -> None:
+        n = float(self.images_seen.compute())
+        rows = []
+        for name in self.method_names:
+            row: dict[str, Any] = {"method": name}
+            row.update({k: float(v) for k, v in self.confidence[name].compute().items()})
+            row["#FW"] = float(self.forward_passes[name].compute()) / max(n, 1.0)
+            row["s/img"] = float(self.seconds[name].compute()) / max(n, 1.0)
+            for metric in self.extra_names:
+                value = self.extra[f"{name}__{metric}"].compute()
+                if isinstance(value, dict):
+                    row.update({k: float(v) for k, v in value.items()})
+                else:
+                    row[metric] = float(value)
+            rows.append(row)
+            for key, value in row.items():
+                if key != "method":
+                    self.log(f"test/{name}/{key}", value, sync_dist=False)
+        row_images = int(n)
+        self.results = [{**r, "images": row_images} for r in rows]
+
+    def figure_inputs(self) -> tuple[Tensor, dict[str, Tensor], list[str]] | None:
+        """Images ``(N, 3, H, W)``, method -> maps ``(N, H, W)``, titles; None if nothing was kept."""
+        if not self.kept_images:
+            return None
+        return torch.cat(self.kept_images), {k: torch.cat(v) for k, v in self.kept_maps.items()}, self.kept_titles
