@@ -1,2 +1,33 @@
-"""lcam: learned class activation maps (L-CAM) and the explainers they are compared with."""
+"""lcam: learned class activation maps (L-CAM) and the explainers they are compared with.
+
+    from lcam import LCAM, explain, Explanation
+    model = LCAM.load_from_checkpoint("run/checkpoints/last.ckpt")
+    result = model.explain(images)                        # or lcam.explain("vgg16", images, method="gradcam")
+
+Heavy modules load on first use (``import lcam`` alone stays cheap).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lcam import explain
+    from lcam.explain.api import Explanation
+    from lcam.module import LCAM
+
+__all__ = ["LCAM", "Explanation", "__version__", "explain", "load_checkpoint"]
+
+_LAZY = {"LCAM": ("lcam.module", "LCAM"), "Explanation": ("lcam.explain.api", "Explanation"),
+         "load_checkpoint": ("lcam.checkpoint", "load_lcam_checkpoint")}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "explain":  # the callable package lcam.explain (lcam.explain(...) == lcam.explain.api.explain(...))
+        return importlib.import_module("lcam.explain")
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'lcam' has no attribute {name!r}")

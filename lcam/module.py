@@ -165,8 +165,7 @@ class LCAM(pl.LightningModule):
         with torch.no_grad():
             terms, a, logits0, targets = self._step(batch)
             maps = normalize_then_upsample(a, images.shape[-2:])
-            base = logits0.softmax(dim=1).gather(1, targets.view(-1, 1)).squeeze(1)
-            y, o = explanation_confidence(self.backbone, images, maps, targets, self.thresholds, base_probs=base)
+            y, o = explanation_confidence(self.backbone, images, maps, targets, self.thresholds)
         self.val_confidence.update(y, o)
         bs = images.shape[0]
         self.log_dict({"val/ce": terms.ce, "val/area": terms.area, "val/tv": terms.tv}, sync_dist=True, batch_size=bs)
@@ -213,3 +212,26 @@ class LCAM(pl.LightningModule):
         state = checkpoint.setdefault("state_dict", {})
         for key, value in self.backbone.state_dict().items():
             state.setdefault(BACKBONE_PREFIX + key, value)
+
+    # -- loading and explaining (safe loading: lcam.checkpoint; explaining: lcam.explain) -------
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, hparams_file: Any = None,  # type: ignore[override]
+                             strict: bool = True, **kwargs: Any) -> "LCAM":
+        """Load a checkpoint written by ``train.py`` without executing code from it
+        (``torch.load(weights_only=True)``); see :func:`lcam.checkpoint.load_lcam_checkpoint`.
+
+        ``map_location=None`` puts the model on the CPU; ``kwargs`` replace hyperparameters
+        (``backbone_weights=...`` chooses the frozen backbone's weights).
+        """
+        from lcam.checkpoint import load_lcam_checkpoint
+
+        return load_lcam_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file, strict=strict,
+                                    cls=cls, **kwargs)
+
+    def explain(self, images: Any, targets: Any = None, k: int = 3, method: str = "lcam", **kwargs: Any) -> Any:
+        """Saliency maps for PIL images, files, folders or a ``(B, 3, H, W)`` tensor in [0, 1]
+        (``targets``: ``None``, a class, one per image or ``"topk"``); returns an
+        :class:`lcam.explain.api.Explanation`. See :func:`lcam.explain.api.explain`."""
+        from lcam.explain.api import explain
+
+        return explain(self, images, targets=targets, k=k, method=method, **kwargs)

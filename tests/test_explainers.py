@@ -205,6 +205,25 @@ def test_shape_range_topk_default_and_no_hooks(name, toy_model, toy_images):
 
 
 @pytest.mark.parametrize("name", sorted(EXPLAINERS))
+def test_classify_half_starting_with_an_inplace_op(name, toy_images):
+    """E.g. VGG-16 explained at ``features.28``: classify starts with ``ReLU(inplace=True)``."""
+    def model(inplace: bool) -> FrozenClassifier:
+        torch.manual_seed(4)
+        classify = nn.Sequential(nn.ReLU(inplace=inplace), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5))
+        return FrozenClassifier(nn.Conv2d(3, 6, 3, padding=1), classify, [0.5] * 3, [0.25] * 3)
+
+    with_inplace = make(name, model(True))(toy_images[:2])
+    torch.testing.assert_close(with_inplace, make(name, model(False))(toy_images[:2]))
+
+
+@pytest.mark.parametrize("name", sorted(EXPLAINERS))
+def test_non_square_images(name, toy_model):
+    images = torch.rand(2, 3, 20, 28, generator=torch.Generator().manual_seed(3))
+    maps = make(name, toy_model, **({"n_masks": 20} if name == "rise" else {}))(images)
+    assert maps.shape == (2, 20, 28) and torch.isfinite(maps).all() and (maps.flatten(1).max(1).values > 0.5).all()
+
+
+@pytest.mark.parametrize("name", sorted(EXPLAINERS))
 def test_all_zero_activations_give_zero_maps_not_nan(name, toy_images):
     dead = nn.Conv2d(3, 4, 3, padding=1)
     with torch.no_grad():

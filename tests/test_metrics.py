@@ -92,20 +92,21 @@ def test_curves_do_not_depend_on_the_chunking():
 
 def test_insertion_deletion_metric_streams_and_merges(toy_weighted_model):
     maps = torch.stack([ROW_WEIGHTS, -ROW_WEIGHTS])
-    metric = InsertionDeletion(n_steps=4, insertion_substrate="zero")
-    metric.update(toy_weighted_model, ones(2), maps, torch.tensor([0, 0]))
+    metric = InsertionDeletion(toy_weighted_model, n_steps=4, insertion_substrate="zero")
+    metric.update(ones(2), maps, torch.tensor([0, 0]))
     out = metric.compute()
     # deletion AUCs 0.375 and 0.625 (reversed), insertion 0.625 and 0.375
     assert out["deletion"].item() == pytest.approx(0.5, abs=1e-5)
     assert out["insertion"].item() == pytest.approx(0.5, abs=1e-5)
     torch.testing.assert_close(metric.mean_curves()["deletion"], torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0]), atol=1e-5, rtol=0)
     # two ranks, one image each: summed states give the same result
-    first, second = InsertionDeletion(n_steps=4, insertion_substrate="zero"), InsertionDeletion(n_steps=4, insertion_substrate="zero")
-    first.update(toy_weighted_model, ones(), maps[:1], torch.tensor([0]))
-    second.update(toy_weighted_model, ones(), maps[1:], torch.tensor([0]))
+    first, second = (InsertionDeletion(toy_weighted_model, n_steps=4, insertion_substrate="zero") for _ in range(2))
+    first.update(ones(), maps[:1], torch.tensor([0]))
+    second.update(ones(), maps[1:], torch.tensor([0]))
     assert merged(first, second) == pytest.approx({k: v.item() for k, v in out.items()}, abs=1e-6)
+    assert set(metric.state_dict()) <= {"auc_sum", "curve_sum", "count"}  # the model is not part of the state
     with pytest.raises(ValueError, match="substrates"):
-        InsertionDeletion(deletion_substrate="noise")
+        InsertionDeletion(toy_weighted_model, deletion_substrate="noise")
 
 
 # -- blur ----------------------------------------------------------------------------------------

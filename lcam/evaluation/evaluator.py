@@ -77,7 +77,7 @@ class ExplainerEvaluator(pl.LightningModule):
                 elapsed = time.perf_counter() - start
             self.forward_passes[name].update(torch.tensor(float(fw.images)))
             self.seconds[name].update(torch.tensor(elapsed))
-            y, o = explanation_confidence(self.model, images, maps, targets, self.thresholds, base_probs=base)
+            y, o = explanation_confidence(self.model, images, maps, targets, self.thresholds)
             self.confidence[name].update(y, o)
             for metric in self.extra_names:
                 self.extra[f"{name}__{metric}"].update(images, maps, targets)

@@ -150,6 +150,7 @@ class Engine:
 
     def __init__(self, backbone: FrozenClassifier, method: str, lcam_model: Any = None, explainer: Any = None) -> None:
         self.backbone, self.method, self.lcam, self.explainer = backbone, method, lcam_model, explainer
+        self.shares_features = lcam_model is not None or _plain_gradient_cam(explainer)
 
     @property
     def device(self) -> torch.device:
@@ -168,8 +169,9 @@ class Engine:
         return self.backbone.class_name(int(index))
 
     def prepare(self, images: Tensor) -> Tensor | None:
-        """State shared by the logits and every map of a batch (L-CAM: the feature maps)."""
-        if self.lcam is None:
+        """State shared by the logits and every map of a batch: the feature maps (L-CAM and the
+        one-pass gradient CAMs), else nothing."""
+        if not self.shares_features:
             return None
         with torch.no_grad():
             return self.backbone.features(images)
@@ -184,7 +186,26 @@ class Engine:
         if self.lcam is not None:
             with torch.no_grad():
                 return normalize_then_upsample(self.lcam.attention(state, targets), images.shape[-2:]).float()
+        if state is not None:  # a one-pass gradient CAM on the features already computed
+            with torch.inference_mode(False), torch.enable_grad():
+                acts = state.detach().clone().requires_grad_(True)
+                score = self.backbone.classify(acts).gather(1, targets.view(-1, 1)).sum()
+                (grads,) = torch.autograd.grad(score, acts)
+            cam = self.explainer.low_res_map(acts.detach(), grads)
+            return normalize_then_upsample(cam, images.shape[-2:]).float().clamp_(0.0, 1.0)
         return self.explainer(images, targets)
+
+
+def _plain_gradient_cam(explainer: Any) -> bool:
+    """Whether ``explainer`` is a one-pass gradient CAM that only redefines its weights (Grad-CAM,
+    Grad-CAM++, XGrad-CAM, guidance-map CAM): its map is ``low_res_map(A, dY/dA)`` of one pass, so
+    the engine can reuse the features of the pass that gave the logits (one forward pass in all)."""
+    try:
+        from lcam.explainers.gradient import GradientCAM
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(explainer, GradientCAM) and type(explainer).explain is GradientCAM.explain \
+        and callable(getattr(explainer, "low_res_map", None))
 
 
 def make_engine(model: Any, method: str | Mapping[str, Any] | None = None, device: str | torch.device | None = None,
@@ -265,6 +286,9 @@ class TargetPlan:
         if self.kind == "topk":
             top = logits.topk(self.k, dim=1).indices
             return [top[:, r] for r in range(self.k)]
+        if self.kind == "label_pred":
+            lab = labels.to(dev)
+            return [torch.where(lab >= 0, lab, pred), pred]
         assert self.ids is not None
         ids = self.ids.to(dev)
         if self.kind == "fixed":
@@ -273,9 +297,6 @@ class TargetPlan:
             return [ids[positions.to(dev)]]
         if self.kind == "classes":
             return [c.expand(len(pred)).contiguous() for c in ids]
-        if self.kind == "label_pred":
-            lab = labels.to(dev)
-            return [torch.where(lab >= 0, lab, pred), pred]
         raise ValueError(f"unknown target plan {self.kind!r}")
 
 

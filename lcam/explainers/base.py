@@ -93,6 +93,13 @@ def check_positive(**values: float) -> None:
             raise ValueError(f"{name} must be > 0, got {value}")
 
 
+def check_non_negative(**values: float) -> None:
+    """Raise ``ValueError`` naming the first setting that is < 0."""
+    for name, value in values.items():
+        if not value >= 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+
+
 class Explainer(nn.Module, ABC):
     """Base class: ``explainer(images, targets=None) -> (B, H, W)`` saliency in [0, 1].
 
@@ -126,7 +133,7 @@ class Explainer(nn.Module, ABC):
         """
         check_images(images)
         maps = self.explain(images, targets)
-        return maps.float().clamp_(0.0, 1.0)
+        return maps.float().clamp(0.0, 1.0)
 
     @abstractmethod
     def explain(self, images: Tensor, targets: Targets) -> Tensor:
@@ -136,6 +143,13 @@ class Explainer(nn.Module, ABC):
         """``(B,)`` class ids for ``images``; ``C`` comes from ``logits`` when given, else the model."""
         num_classes = int(logits.shape[1]) if logits is not None else self.model.num_classes
         return resolve_targets(targets, images.shape[0], num_classes, images.device, logits)
+
+    @torch.no_grad()
+    def activations_and_targets(self, images: Tensor, targets: Targets) -> tuple[Tensor, Tensor]:
+        """One pass on the unmodified images: activations ``(B, K, h, w)`` and targets ``(B,)``."""
+        acts = self.model.features(images)
+        logits = self.model.classify(acts.clone())  # an in-place first op must not change ``acts``
+        return acts, self.targets_for(targets, images, logits)
 
     def settings(self) -> dict[str, Any]:
         """The constructor settings of this instance (for logs and ``repr``)."""

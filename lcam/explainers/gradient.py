@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from lcam.backbones.frozen import FrozenClassifier
-from lcam.explainers.base import Explainer, Targets, check_positive, make_generator
+from lcam.explainers.base import Explainer, Targets, check_non_negative, check_positive, make_generator
 from lcam.maps import normalize_then_upsample
 from lcam.metrics.insertion_deletion import blur
 
@@ -78,7 +78,7 @@ class GradientCAM(Explainer):
             with torch.no_grad():
                 acts = self.model.features(x)
             acts = acts.detach().requires_grad_(True)
-            logits = self.model.classify(acts)
+            logits = self.model.classify(acts.clone())  # classify may start with an in-place op
             t = self.targets_for(targets, images, logits).clone()  # gather saves it for backward
             score = logits.gather(1, t.view(-1, 1)).sum()
             (grads,) = torch.autograd.grad(score, acts)
@@ -131,16 +131,13 @@ class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
     def __init__(self, model: FrozenClassifier, n_samples: int = 10, noise_std: float = 0.15, seed: int = 0) -> None:
         super().__init__(model)
         check_positive(n_samples=n_samples)
-        if noise_std < 0:
-            raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+        check_non_negative(noise_std=noise_std)
         self.n_samples = int(n_samples)
         self.noise_std = float(noise_std)
         self.seed = int(seed)
 
     def explain(self, images: Tensor, targets: Targets) -> Tensor:
-        with torch.no_grad():
-            acts = self.model.features(images)
-            t = self.targets_for(targets, images, self.model.classify(acts))
+        acts, t = self.activations_and_targets(images, targets)
         flat = images.reshape(images.shape[0], -1)
         sigma = self.noise_std * (flat.max(dim=1).values - flat.min(dim=1).values).view(-1, 1, 1, 1)
         gen = make_generator(self.seed, images.device)

@@ -28,7 +28,15 @@ import torch
 from torch import Tensor
 
 from lcam.backbones.frozen import FrozenClassifier
-from lcam.explainers.base import Explainer, Targets, check_positive, chunks, class_probabilities, make_generator
+from lcam.explainers.base import (
+    Explainer,
+    Targets,
+    check_non_negative,
+    check_positive,
+    chunks,
+    class_probabilities,
+    make_generator,
+)
 from lcam.maps import upsample_then_normalize
 
 
@@ -54,10 +62,9 @@ class ScoreCAM(Explainer):
         self.prune = bool(prune)
 
     def explain(self, images: Tensor, targets: Targets) -> Tensor:
+        acts, t = self.activations_and_targets(images, targets)
         with torch.no_grad():
-            acts = self.model.features(images)
-            t = self.targets_for(targets, images, self.model.classify(acts))
-            live = acts.flatten(2).ne(0).any(dim=2) if self.prune else torch.ones(acts.shape[:2], dtype=torch.bool, device=acts.device)
+            live = acts.flatten(2).ne(0).any(dim=2) | (not self.prune)  # (B, K): channels that get a pass
             scores = self.channel_scores(images, acts, t, live)
             weights = scores.masked_fill(~live, float("-inf")).softmax(dim=1).nan_to_num(0.0)
             cam = torch.einsum("bk,bkhw->bhw", weights, acts.float()).clamp(min=0)
@@ -98,8 +105,7 @@ class _SmoothedScoreCAM(ScoreCAM):
                  prune: bool = True, seed: int = 0) -> None:
         super().__init__(model, batch_size=batch_size, prune=prune)
         check_positive(n_samples=n_samples)
-        if sigma < 0:
-            raise ValueError(f"sigma must be >= 0, got {sigma}")
+        check_non_negative(sigma=sigma)
         self.n_samples = int(n_samples)
         self.sigma = float(sigma)
         self.seed = int(seed)

@@ -31,11 +31,12 @@ def explanation_confidence(
     maps: Tensor,
     targets: Tensor,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-    base_probs: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Probabilities of ``targets`` on the original and on every explanation image.
 
-    All thresholds of the batch go through ``model`` in one batched forward pass.
+    The originals and all thresholds of the batch go through ``model`` in one batched forward
+    pass, so ``Y`` and ``O`` come from the same computation: an explanation image equal to the
+    original (an all-ones map at 100%) gives ``O == Y`` exactly, not a float-noise "increase".
 
     Args:
         model: images ``(N, 3, H, W)`` in [0, 1] -> logits ``(N, C)``.
@@ -43,18 +44,15 @@ def explanation_confidence(
         maps: ``(B, H, W)`` saliency in [0, 1] at image resolution.
         targets: ``(B,)`` class ids.
         thresholds: T fractions of pixels kept.
-        base_probs: ``(B,)`` probabilities on the original images when already known.
 
     Returns:
         ``(Y, O)``: ``(B,)`` and ``(B, T)`` probabilities.
     """
-    b = images.shape[0]
-    if base_probs is None:
-        base_probs = model(images).softmax(dim=1).gather(1, targets.view(-1, 1)).squeeze(1)
-    logits = model(explanation_images(images, maps, thresholds))
-    probs = logits.softmax(dim=1).view(len(thresholds), b, -1)
-    o = probs.gather(2, targets.view(1, b, 1).expand(len(thresholds), b, 1)).squeeze(2).t()
-    return base_probs, o
+    b, t = images.shape[0], len(thresholds)
+    logits = model(torch.cat([images, explanation_images(images, maps, thresholds)], dim=0))
+    probs = logits.softmax(dim=1).view(t + 1, b, -1)
+    picked = probs.gather(2, targets.view(1, b, 1).expand(t + 1, b, 1)).squeeze(2)  # (T+1, B)
+    return picked[0], picked[1:].t()
 
 
 class AverageDropIncrease(Metric):

@@ -134,11 +134,14 @@ def auc(x: Tensor, y: Tensor) -> Tensor:
 class InsertionDeletion(Metric):
     """Streaming mean insertion and deletion AUC; a torchmetrics ``Metric`` (syncs under DDP).
 
-    ``update(model, images, maps, targets)`` runs the curves of the batch (see
+    ``update(images, maps, targets)`` runs the curves of the batch through ``model`` (see
     :func:`insertion_deletion_curves`); ``compute()`` returns ``{"insertion": ..., "deletion": ...}``
     (mean AUC in [0, 1]) for the chosen ``modes``; :meth:`mean_curves` gives the mean curves.
 
     Args:
+        model: images ``(N, 3, H, W)`` in [0, 1] -> logits ``(N, C)``. Not registered as a
+            submodule: the metric's state (and ``state_dict``) holds only its sums, and the model
+            stays where its owner puts it.
         modes: any of ``"insertion"``, ``"deletion"``.
         n_steps: steps per curve.
         batch_size: classifier inputs per forward pass.
@@ -152,6 +155,7 @@ class InsertionDeletion(Metric):
 
     def __init__(
         self,
+        model: Callable[[Tensor], Tensor],
         modes: Sequence[str] = MODES,
         n_steps: int = 224,
         batch_size: int = 64,
@@ -167,6 +171,7 @@ class InsertionDeletion(Metric):
         ]
         if bad or not modes:
             raise ValueError(f"Invalid mode/substrate {bad or modes}; modes: {list(MODES)}, substrates: {list(SUBSTRATES)}")
+        self.__dict__["model"] = model  # deliberately not a submodule (see Args)
         self.modes = tuple(modes)
         self.curve_kwargs = dict(n_steps=int(n_steps), batch_size=int(batch_size),
                                  blur_kernel=int(blur_kernel), blur_sigma=float(blur_sigma))
@@ -176,10 +181,10 @@ class InsertionDeletion(Metric):
         self.add_state("curve_sum", default=torch.zeros(n, int(n_steps) + 1, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, model: Callable[[Tensor], Tensor], images: Tensor, maps: Tensor, targets: Tensor) -> None:  # type: ignore[override]
-        """Add a batch: images ``(B, 3, H, W)``, maps ``(B, H, W)``, targets ``(B,)``."""
+    def update(self, images: Tensor, maps: Tensor, targets: Tensor) -> None:  # type: ignore[override]
+        """Add a batch: images ``(B, 3, H, W)`` in [0, 1], maps ``(B, H, W)``, targets ``(B,)``."""
         for i, mode in enumerate(self.modes):
-            x, probs = insertion_deletion_curves(model, images, maps, targets, mode=mode,
+            x, probs = insertion_deletion_curves(self.model, images, maps, targets, mode=mode,
                                                  substrate=self.substrates[mode], **self.curve_kwargs)
             self.auc_sum[i] += auc(x, probs).double().sum()
             self.curve_sum[i] += probs.double().sum(0)

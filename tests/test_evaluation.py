@@ -1,0 +1,93 @@
+"""evaluate.py: methods on the same images, #FW counted by a hook, the table and figure written."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from lcam.evaluation import ExplainerEvaluator, ForwardCounter
+from lcam.evaluation.report import to_markdown
+from lcam.evaluation.run import run_evaluation
+from lcam.explainers import build_explainer
+from lcam.explainers.learned import LCAMExplainer
+from lcam.module import LCAM
+from lcam.training import run_training
+from tests.helpers import TINY, compose_train
+
+EVAL_TINY = ["logger=csv", "data.resize=110", "data.crop=96", "data.batch_size=5", "figure_images=3",
+             "trainer.enable_progress_bar=false"]
+
+
+@pytest.fixture(scope="module")
+def demo_ckpt(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo_train")
+    run_training(compose_train([*TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=1"], out))
+    return out / "checkpoints" / "last.ckpt"
+
+
+def test_forward_counter_counts_images_and_removes_its_hook(effnet):
+    with ForwardCounter(effnet) as fw:
+        effnet(torch.rand(3, 3, 64, 64))
+        effnet.features(torch.rand(2, 3, 64, 64))
+    assert fw.images == 5 and fw.per_image(5) == 1.0
+    assert not effnet.feature_extractor._forward_hooks
+
+
+def test_evaluate_single_method_and_lcam_with_table_and_figure(demo_ckpt, tmp_path):
+    methods = ["methods=demo", "methods.scorecam=null", "methods.sscam1=null", "methods.sscam2=null",
+               "methods.smoothgradcampp=null", "methods.guidedcam=null", "methods.xgradcam=null", "methods.gradcampp=null",
+               "methods.rise.n_masks=40", "methods.rise.batch_size=40", f"methods.lcam_img.ckpt_path={demo_ckpt}"]
+    rows = run_evaluation(compose_train([*EVAL_TINY, *methods], tmp_path, config_name="evaluate"))
+    by = {r["method"]: r for r in rows}
+    assert list(by) == ["L-CAM-Img", "Grad-CAM", "RISE"]
+    assert by["L-CAM-Img"]["#FW"] == 1 and by["Grad-CAM"]["#FW"] == 1
+    assert by["RISE"]["#FW"] >= 40  # 40 masked passes (+ the pass on the image)
+    assert all(r["images"] == 9 and 0 <= r["AD100"] <= 100 and 0 <= r["IC15"] <= 100 for r in rows)
+    table = (tmp_path / "results.md").read_text()
+    assert "| L-CAM-Img |" in table and "AD100" in table and "#FW" in table and "s/img" in table
+    with open(tmp_path / "results.csv") as f:
+        assert [r["method"] for r in csv.DictReader(f)] == list(by)
+    assert (tmp_path / "methods.png").stat().st_size > 10_000
+
+
+def test_explainer_override_runs_one_method(tmp_path):
+    rows = run_evaluation(compose_train([*EVAL_TINY, "explainer=xgradcam", "data.batch_size=9"], tmp_path, config_name="evaluate"))
+    assert [r["method"] for r in rows] == ["xgradcam"]
+
+
+def test_lcam_explainer_matches_module_and_checks_backbone(demo_ckpt, effnet):
+    module = LCAM.load_from_checkpoint(demo_ckpt, map_location="cpu")
+    explainer = LCAMExplainer(effnet, ckpt_path=str(demo_ckpt))
+    images = torch.rand(2, 3, 96, 96)
+    assert torch.equal(explainer(images), module.saliency(images)[0])
+    assert torch.equal(explainer(images, [3, 4]), module.saliency(images, [3, 4])[0])
+    assert explainer.model is effnet and explainer.last_forward_passes == 1
+    from lcam.backbones import build_backbone
+
+    other = build_backbone({"name": "resnet18", "source": "timm", "weights": "none"})
+    with pytest.raises(ValueError, match="trained on"):
+        LCAMExplainer(other, ckpt_path=str(demo_ckpt))
+    with pytest.raises(FileNotFoundError, match="explainer.ckpt_path="):
+        LCAMExplainer(effnet, ckpt_path="/nope.ckpt")
+
+
+def test_evaluator_all_ones_map_gives_zero_drop(effnet):
+    class Ones(torch.nn.Module):
+        def forward(self, images, targets=None):
+            return torch.ones(images.shape[0], *images.shape[-2:])
+
+    import pytorch_lightning as pl
+
+    ev = ExplainerEvaluator(effnet, {"ones": Ones(), "gradcam": build_explainer("gradcam", effnet)}, thresholds=[1.0, 0.5])
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.rand(4, 3, 64, 64), torch.zeros(4)), batch_size=2)
+    pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).test(ev, loader, verbose=False)
+    ones = {r["method"]: r for r in ev.results}["ones"]
+    assert ones["AD100"] == pytest.approx(0.0, abs=1e-4) and ones["IC100"] == 0.0 and ones["#FW"] == 0
+
+
+def test_markdown_table_layout():
+    md = to_markdown([{"method": "Grad-CAM", "AD100": 32.123, "IC100": 22.1, "#FW": 1.0, "s/img": 0.01234, "images": 2}])
+    assert md.splitlines()[0] == "| method | AD100 | IC100 | #FW | s/img | images |"
+    assert "| Grad-CAM | 32.12 | 22.10 | 1 | 0.0123 | 2 |" in md
