@@ -288,6 +288,8 @@ def method_comparison(model: Any, images: Images, methods: Sequence[str] = (LCAM
             t = torch.full((x.shape[0],), class_index(targets, first), dtype=torch.long)
         else:
             refs = list(targets)
+            if max(pos) >= len(refs):
+                raise InputError(f"Got {len(refs)} targets for more images: pass one class per image, one for all, or None")
             t = torch.tensor([class_index(refs[p], first) for p in pos], dtype=torch.long)
         probs = logits.softmax(dim=1).gather(1, t.view(-1, 1).to(logits.device)).squeeze(1)
         titles = [f"{first.class_name(int(c))} ({float(p):.2f})" for c, p in zip(t, probs)]

@@ -91,3 +91,16 @@ def test_markdown_table_layout():
     md = to_markdown([{"method": "Grad-CAM", "AD100": 32.123, "IC100": 22.1, "#FW": 1.0, "s/img": 0.01234, "images": 2}])
     assert md.splitlines()[0] == "| method | AD100 | IC100 | #FW | s/img | images |"
     assert "| Grad-CAM | 32.12 | 22.10 | 1 | 0.0123 | 2 |" in md
+
+
+@pytest.mark.parametrize("experiment, rise_masks", [("table1_vgg16", 4000), ("table1_resnet50", 8000)])
+def test_table1_experiments_compose_with_paper_settings(experiment, rise_masks, tmp_path):
+    from lcam.evaluation.run import build_explainers, method_configs
+
+    cfg = compose_train([f"+experiment={experiment}", f"data.root={tmp_path}", "backbone.weights=none", "logger=csv"],
+                        tmp_path, config_name="evaluate")
+    assert cfg.methods.rise.n_masks == rise_masks and cfg.data.max_val_samples == 2000
+    labels = list(method_configs(cfg))  # L-CAM entries without checkpoints are skipped
+    assert labels == ["Grad-CAM", "Grad-CAM++", "Score-CAM", "RISE"]
+    model, explainers = build_explainers(cfg)
+    assert model.spec.name == experiment.split("_")[1] and list(explainers) == labels

@@ -16,7 +16,7 @@ from lcam.training import run_training
 from tests.helpers import TINY, compose_train
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("lcam_*.yaml"))
 
 
 def test_demo_run_writes_checkpoint_csv_config_and_grid(tmp_path):

@@ -608,7 +608,8 @@ def explain(model: Any, images: Images, targets: Targets = None, k: int = 3, met
             a backbone config dict, a :class:`~lcam.backbones.FrozenClassifier` or an ``nn.Module``
             (see :func:`resolve_classifier`).
         images: a ``(B, 3, H, W)`` (or ``(3, H, W)``) tensor in [0, 1], used as is; or PIL images,
-            image files, folders, glob patterns or ``"demo"`` (one or a list), which are resized so
+            image files, folders, glob patterns or ``"demo"`` (one, a list, or a mapping
+            ``name -> image`` whose names are used in outputs), which are resized so
             their shorter side is ``resize``, centre-cropped to ``crop`` (the backbone's evaluation
             transform and interpolation). ``crop=None`` keeps the whole image (shorter side
             ``resize``); ``resize=None, crop=None`` keeps the file's own size.

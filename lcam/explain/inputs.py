@@ -28,7 +28,7 @@ _INTERPOLATIONS = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.Interp
                    "nearest": T.InterpolationMode.NEAREST}
 
 ImageSource = Union[Image.Image, str, os.PathLike]
-Images = Union[Tensor, ImageSource, Sequence[ImageSource]]
+Images = Union[Tensor, ImageSource, Sequence[ImageSource], Mapping[str, ImageSource]]
 
 
 class InputError(ValueError):
@@ -131,6 +131,15 @@ def _expand_one(source: ImageSource, index: int, exclude: Sequence[Path]) -> lis
     raise InputError(f"Input not found: '{source}' is neither an image file, a folder, a glob pattern nor '{DEMO}'")
 
 
+def _named_item(name: str, source: Any) -> InputItem:
+    if isinstance(source, Image.Image):
+        return InputItem(name, source)
+    path = Path(os.path.expanduser(str(source)))
+    if not path.is_file():
+        raise InputError(f"Input not found: '{source}' (for '{name}') is not a file")
+    return InputItem(name, path, _wnid_label(path))
+
+
 def _unique(items: list[InputItem]) -> list[InputItem]:
     seen: dict[str, int] = {}
     for item in items:
@@ -141,14 +150,15 @@ def _unique(items: list[InputItem]) -> list[InputItem]:
     return items
 
 
-def collect_inputs(inputs: ImageSource | Sequence[ImageSource], labels: Mapping[str, int] | str | os.PathLike | None = None,
+def collect_inputs(inputs: ImageSource | Sequence[ImageSource] | Mapping[str, ImageSource], labels: Mapping[str, int] | str | os.PathLike | None = None,
                    exclude: Sequence[str | os.PathLike] = ()) -> list[InputItem]:
     """Expand inputs into the list of images to explain (files are not opened here).
 
     Args:
         inputs: a PIL image, an image file, a folder (every non-hidden file below it, recursively;
             files that are not images are reported as failed later), a glob pattern (``"a/*.jpg"``,
-            ``"a/**/*.png"``), ``"demo"`` (the bundled photos), or a list of these.
+            ``"a/**/*.png"``), ``"demo"`` (the bundled photos), a list of these, or a mapping
+            ``name -> PIL image or file`` (names used in outputs).
         labels: ground truth for the misclassification view: a mapping ``name -> class id`` (names as
             in :attr:`InputItem.name`, or file names), or a list file of ``name label`` lines (the
             ImageNet/L-CAM format). Files in ImageNet synset folders (``n02123045/x.jpg``) are
@@ -158,6 +168,13 @@ def collect_inputs(inputs: ImageSource | Sequence[ImageSource], labels: Mapping[
     Raises:
         InputError: nothing to explain, or an input that does not exist (one line each).
     """
+    if isinstance(inputs, Mapping):  # {name: PIL image or file}
+        named = [_named_item(str(k), v) for k, v in inputs.items()]
+        if not named:
+            raise InputError("No inputs given: the mapping of images is empty")
+        if labels is not None:
+            apply_labels(named, labels)
+        return _unique(named)
     sources: list[Any] = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
     if not sources:
         raise InputError("No inputs given: pass image files, a folder, a glob pattern or 'demo'")
