@@ -37,7 +37,7 @@ class ImageDataModule(pl.LightningDataModule):
         resize, crop, interpolation: shorter side, square crop, resize filter.
         hflip: random horizontal flips for training.
         seed: seeds the per-epoch order and augmentation of each sample.
-        max_train_samples, max_val_samples: use only the first N samples (quick runs).
+        max_train_samples, max_val_samples: use a seeded random subset of N samples (quick runs).
     """
 
     def __init__(self, batch_size: int = 64, num_workers: int = 4, pin_memory: bool = True,
@@ -65,11 +65,11 @@ class ImageDataModule(pl.LightningDataModule):
     # -- Lightning ---------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_set is None:
-            items, labels, names = _take(self.scan_train(), self.max_train_samples, "training")
+            items, labels, names = _take(self.scan_train(), self.max_train_samples, "training", self.seed)
             tf = train_transform(self.resize, self.crop, self.interpolation, self.hflip)
             self.train_set = ImageListDataset(items, labels, tf, names)
         if self.val_set is None:
-            items, labels, names = _take(self.scan_val(), self.max_val_samples, "validation")
+            items, labels, names = _take(self.scan_val(), self.max_val_samples, "validation", self.seed)
             self.val_set = ImageListDataset(items, labels, eval_transform(self.resize, self.crop, self.interpolation), names)
 
     def _loader(self, dataset: ImageListDataset, sampler: Any = None) -> DataLoader:
@@ -89,12 +89,15 @@ class ImageDataModule(pl.LightningDataModule):
         return self.val_dataloader()
 
 
-def _take(items: Items, limit: int | None, split: str) -> Items:
+def _take(items: Items, limit: int | None, split: str, seed: int = 0) -> Items:
+    """All items, or a seeded random subset of ``limit`` items kept in their original order
+    (a class-sorted folder still yields every class)."""
     files, labels, names = items
     if not files:
         raise DataNotFoundError(f"The {split} split has no images")
-    if limit:
-        files, labels, names = files[:limit], labels[:limit], names[:limit]
+    if limit and limit < len(files):
+        keep = sorted(torch.randperm(len(files), generator=torch.Generator().manual_seed(seed))[:limit].tolist())
+        files, labels, names = [files[i] for i in keep], [labels[i] for i in keep], [names[i] for i in keep]
     return files, labels, names
 
 
