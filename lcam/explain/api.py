@@ -29,7 +29,6 @@ from torch import Tensor, nn
 
 from lcam.backbones import FrozenClassifier, build_backbone
 from lcam.explain.inputs import (
-    UNLABELLED,
     Images,
     InputError,
     InputItem,
@@ -55,7 +54,7 @@ def method_choices() -> list[str]:
     """Every method name accepted by ``method=``: ``lcam`` and the registered baselines."""
     from lcam.explainers import EXPLAINERS
 
-    return [LCAM_METHOD, *sorted(EXPLAINERS)]
+    return [LCAM_METHOD, *sorted(n for n in EXPLAINERS if n != LCAM_METHOD)]
 
 
 def check_method(method: str | Mapping[str, Any]) -> str:
@@ -91,10 +90,25 @@ def _default_device() -> torch.device:
 def _wrap_module(model: nn.Module) -> FrozenClassifier:
     """A plain classifier module (normalised input -> logits, ImageNet mean/std) -> FrozenClassifier."""
     from lcam.backbones.builders import IMAGENET_MEAN, IMAGENET_STD, imagenet_class_names
-    from lcam.backbones.split import default_layer, split_model
+    from lcam.backbones.split import SplitError, default_layer, split_model
 
     model.eval()
-    features, classify = split_model(model, default_layer(model))
+    names = [n for n, _ in model.named_children()]
+    try:
+        candidates = [default_layer(model)]
+    except SplitError:
+        candidates = []
+    candidates += [n for n in reversed(names) if n not in candidates]
+    first_error: SplitError | None = None
+    for layer in candidates:  # the deepest top-level child that gives (B, K, h, w) maps
+        try:
+            features, classify = split_model(model, layer)
+            break
+        except SplitError as err:
+            first_error = first_error or err
+    else:
+        raise SplitError(f"Cannot find a feature layer in {type(model).__name__}: {first_error}; "
+                         "wrap it with lcam.backbones.split_model and FrozenClassifier yourself")
     wrapped = FrozenClassifier(features, classify, IMAGENET_MEAN, IMAGENET_STD)
     if wrapped.num_classes == 1000:
         wrapped.class_names = imagenet_class_names()

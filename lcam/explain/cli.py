@@ -19,6 +19,7 @@ import csv
 import io
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,7 @@ class ResultsTable:
 
 
 def _progress(total: int, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     return tqdm(total=total, unit="img", desc="explain", disable=not enabled, dynamic_ncols=True)
 
@@ -164,7 +165,7 @@ def run_explain(cfg: DictConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     bar = _progress(len(items), bool(cfg.get("progress", True)))
     try:
-        with logging_redirect_tqdm(loggers=[log, logging.getLogger("lcam")]):
+        with logging_redirect_tqdm():  # warnings print above the progress bar, once
             for n_batch, (loaded, failed) in enumerate(iter_batches(items, transform, int(cfg.batch_size), int(cfg.get("num_workers", 0))), 1):
                 for i, err in failed:
                     log.warning("skipped %s: %s", items[i].file, err)
@@ -234,3 +235,28 @@ def _report(s: dict[str, Any], mis: MisclassificationSheets | None) -> None:
     if mis is not None and mis.labelled:
         lines.append(f"  misclassified: {mis.errors} of {mis.labelled} labelled image(s)")
     print("\n".join(lines), flush=True)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by the input (reported as one line), as opposed to bugs (tracebacks)."""
+    from lcam.backbones import BackboneWeightsError, SplitError
+    from lcam.checkpoint import CheckpointError
+
+    return (InputError, CheckpointError, FileNotFoundError, BackboneWeightsError, SplitError, ValueError)
+
+
+def exit_status(cfg: DictConfig) -> int:
+    """Run the command; print ``error: ...`` (one line) on bad input. Returns the exit status:
+    0 when at least one image was explained, 1 when none could be, 2 on bad input."""
+    try:
+        summary = run_explain(cfg)
+    except user_errors() as err:
+        if os.environ.get("LCAM_TRACEBACK") == "1":
+            raise
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
+        return 2
+    if summary["explained"] == 0:
+        print(f"error: nothing could be explained: all {summary['failed']} input file(s) failed (see {summary['csv']})",
+              file=sys.stderr, flush=True)
+        return 1
+    return 0

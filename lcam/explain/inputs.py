@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob as globlib
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 
@@ -103,10 +104,16 @@ def _stem(rel: Path) -> str:
     return rel.with_suffix("").as_posix() if rel.suffix else rel.as_posix()
 
 
-def _wnid_label(path: Path) -> int:
+@lru_cache(maxsize=1)
+def _wnids() -> dict[str, int]:
     from lcam.data.datasets import wnid_to_index
 
-    return wnid_to_index().get(path.parent.name, UNLABELLED)
+    return wnid_to_index()
+
+
+def _wnid_label(path: Path) -> int:
+    """The ImageNet class of a file in a synset folder (``n02123045/x.jpg``), else -1."""
+    return _wnids().get(path.parent.name, UNLABELLED)
 
 
 def _expand_one(source: ImageSource, index: int, exclude: Sequence[Path]) -> list[InputItem]:
