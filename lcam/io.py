@@ -48,10 +48,11 @@ def is_image_file(path: str | os.PathLike) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+def atomic_write(path: str | os.PathLike, mode: str = "wb", durable: bool = False) -> Iterator[IO]:
     """Write ``path`` through a temporary file in the same folder, renamed into place on success.
 
-    An interrupted write never leaves a truncated file at ``path``.
+    An interrupted write never leaves a truncated file at ``path``. ``durable=True`` also fsyncs
+    before the rename (survives a power loss; ~50 ms per file, so off for bulk overlays).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -60,7 +61,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
