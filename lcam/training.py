@@ -15,7 +15,9 @@ from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 
 from lcam.callbacks import OverlayGrid
+from lcam.launch import begin_job, end_job
 from lcam.loggers import wandb_sync_hint
+from lcam.resume import find_resume_checkpoint
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -55,7 +57,8 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
     # the frozen backbone is in eval mode on purpose (BatchNorm/Dropout frozen)
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     pl.seed_everything(cfg.seed, workers=True)
-    ckpt_path = check_resume_path(cfg.get("ckpt_path"))
+    ckpt_path = check_resume_path(cfg.get("ckpt_path")) or find_resume_checkpoint(cfg)
+    begin_job()  # in a multirun: DDP children run this job only (lcam.launch)
     datamodule, model, trainer = build(cfg)
     try:
         if cfg.get("validate_before_fit") and ckpt_path is None:
@@ -65,6 +68,7 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
         _report(cfg, trainer, metrics)
     finally:
+        end_job(trainer)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 hint = wandb_sync_hint(logger)
