@@ -56,6 +56,8 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
     """
     # the frozen backbone is in eval mode on purpose (BatchNorm/Dropout frozen)
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    # val AD/IC are torchmetrics states, already reduced across processes before they are logged
+    warnings.filterwarnings("ignore", message=r".*recommended to use `self.log\('val/(AD|IC|score)")
     pl.seed_everything(cfg.seed, workers=True)
     ckpt_path = check_resume_path(cfg.get("ckpt_path")) or find_resume_checkpoint(cfg)
     begin_job()  # in a multirun: DDP children run this job only (lcam.launch)
