@@ -171,13 +171,17 @@ class LCAM(pl.LightningModule):
         self.log_dict({"val/ce": terms.ce, "val/area": terms.area, "val/tv": terms.tv}, sync_dist=True, batch_size=bs)
         self.log("val/loss", terms.total, sync_dist=True, prog_bar=True, batch_size=bs)
 
+    def on_validation_epoch_start(self) -> None:
+        # reset here, in the mode the updates run in: a reset inside trainer.validate()'s
+        # inference mode would leave inference tensors that fit's validation cannot update
+        self.val_confidence.reset()
+
     def on_validation_epoch_end(self) -> None:
         values = self.val_confidence.compute()  # synced across processes by torchmetrics
         self.log_dict({f"val/{k}": v for k, v in values.items()}, prog_bar=False)
         if "AD100" in values and "IC100" in values:
             # one number to minimise (checkpoints, sweeps): drop minus increase at 100%, in points
             self.log("val/score", values["AD100"] - values["IC100"], prog_bar=True)
-        self.val_confidence.reset()
 
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = dict(self.optimizer_cfg)

@@ -32,6 +32,15 @@ def test_demo_run_writes_checkpoint_csv_config_and_grid(tmp_path):
     assert grid.size[1] > grid.size[0]  # one row per image
 
 
+def test_validate_before_fit_then_train(tmp_path, capsys):
+    """The untrained-head baseline runs under inference mode; training's validation must still update the metric."""
+    cfg = compose_train([*TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=1", "validate_before_fit=true",
+                         "callbacks.overlay_grid=null"], tmp_path)
+    metrics = run_training(cfg)
+    assert "untrained head: AD100=" in capsys.readouterr().out
+    assert 0 <= metrics["val/AD100"] <= 100
+
+
 def test_wandb_offline_run_logs_and_says_how_to_sync(tmp_path):
     """The default logger (W&B, offline without credentials) through a real subprocess."""
     env = {"WANDB_MODE": "", "WANDB_API_KEY": "", "HOME": str(tmp_path), "PATH": "/usr/bin:/bin",
