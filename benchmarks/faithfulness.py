@@ -3,8 +3,8 @@
 Evaluates trained L-CAM-Img / L-CAM-Fm heads and every baseline on the same images through the
 same code path as ``evaluate.py`` and writes ``benchmarks/results/faithfulness_<dataset>.md``.
 
-    python benchmarks/faithfulness.py --dataset imagenette --img-ckpt A.ckpt --fm-ckpt B.ckpt
-    python benchmarks/faithfulness.py --dataset imagenet1300 --img-ckpt A.ckpt --fm-ckpt B.ckpt --max-images 300
+    python -m benchmarks.faithfulness --dataset imagenette --img-ckpt A.ckpt --fm-ckpt B.ckpt
+    python -m benchmarks.faithfulness --dataset imagenet1300 --img-ckpt A.ckpt --fm-ckpt B.ckpt --max-images 300
 
 Datasets (see ../shared/data/*/README.md): ``imagenette`` = imagenette-subset/val (1000 photos,
 10 classes); ``imagenet1300`` = imagenet-val-1300 (1300 ILSVRC-2012 validation photos, 725 classes).
