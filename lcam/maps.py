@@ -1,4 +1,4 @@
-"""Saliency-map utilities shared by L-CAM and every explainer: normalisation and resizing."""
+"""Saliency-map utilities shared by L-CAM, every explainer and the metrics: normalisation, resizing, blur."""
 from __future__ import annotations
 
 import torch
@@ -35,3 +35,34 @@ def normalize_then_upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
 def upsample_then_normalize(maps: Tensor, size: tuple[int, int]) -> Tensor:
     """Score-CAM / RISE order: ``minmax(U(A))``. ``(B, h, w) -> (B, *size)``."""
     return minmax_normalize(upsample(maps, size))
+
+
+#: RISE's blurred substrate, ``gkern(klen=11, nsig=5)``: 11 taps over +-5 sigma -> sigma = 1.1 px
+RISE_BLUR_KERNEL = 11
+RISE_BLUR_SIGMA = 1.1
+
+
+def gaussian_kernel1d(kernel_size: int, sigma: float, device: torch.device | None = None,
+                      dtype: torch.dtype = torch.float32) -> Tensor:
+    """Normalised 1-D Gaussian ``(kernel_size,)`` (odd size, ``sigma`` in pixels)."""
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size}")
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    x = torch.arange(kernel_size, device=device, dtype=dtype) - (kernel_size - 1) / 2
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+def blur(images: Tensor, kernel_size: int = RISE_BLUR_KERNEL, sigma: float = RISE_BLUR_SIGMA) -> Tensor:
+    """Separable Gaussian blur of ``(B, C, H, W)`` with replicate padding (a constant stays constant).
+
+    ``sigma`` is in pixels; the defaults are RISE's insertion substrate. Works for any ``H, W``
+    (also smaller than the kernel). Returns the same shape and dtype.
+    """
+    c = images.shape[1]
+    k = gaussian_kernel1d(kernel_size, sigma, images.device, images.dtype)
+    pad = kernel_size // 2
+    x = F.pad(images, (pad, pad, pad, pad), mode="replicate")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, kernel_size), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, kernel_size, 1), groups=c)

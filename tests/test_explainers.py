@@ -315,6 +315,48 @@ def test_scorecam_pruning_does_not_change_maps():
     assert pruned.last_forward_passes == -(-int(live.sum()) // 4) < 8
 
 
+class ViewHead(nn.Module):
+    """A classifier half that flattens with ``.view`` (fails on channels-last feature maps)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8 * 16 * 16, 5)
+
+    def forward(self, feats: Tensor) -> Tensor:
+        return self.fc(feats.view(feats.shape[0], -1))
+
+
+@pytest.mark.parametrize("name", ["scorecam", "sscam2", "rise"])
+def test_channels_last_masked_passes_give_the_same_maps(name, toy_model, toy_images):
+    fast = make(name, toy_model, channels_last=True)
+    plain = make(name, toy_model, channels_last=False)
+    torch.testing.assert_close(fast(toy_images), plain(toy_images), atol=1e-5, rtol=1e-4)
+    assert fast.last_forward_passes == plain.last_forward_passes
+
+
+@pytest.mark.parametrize("name", ["scorecam", "rise"])
+def test_default_chunk_depends_on_the_device_and_never_changes_maps(name, toy_model, toy_images):
+    auto = make(name, toy_model, batch_size=None)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert auto.masked_batch_size(torch.device("cpu")) == 4
+    finally:
+        torch.set_num_threads(threads)
+    assert auto.masked_batch_size(torch.device("cuda")) == auto.accelerator_batch_size
+    assert make(name, toy_model, batch_size=3).masked_batch_size(torch.device("cpu")) == 3
+    torch.testing.assert_close(auto(toy_images), make(name, toy_model, batch_size=7)(toy_images), atol=1e-5, rtol=1e-4)
+
+
+def test_channels_last_falls_back_for_a_classifier_that_views_its_features(toy_model, toy_images):
+    model = FrozenClassifier(toy_model.feature_extractor, ViewHead(), mean=[0.5] * 3, std=[0.2] * 3)
+    explainer = ScoreCAM(model, batch_size=4)
+    with pytest.warns(UserWarning, match="channels-last"):
+        maps = explainer(toy_images)
+    assert explainer.channels_last is False
+    torch.testing.assert_close(maps, ScoreCAM(model, batch_size=4, channels_last=False)(toy_images))
+
+
 # -- registry ---------------------------------------------------------------------------------
 def test_registry_builds_from_names_dicts_and_dictconfigs(toy_model):
     assert sorted(EXPLAINERS) == sorted(

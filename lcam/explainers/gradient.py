@@ -24,8 +24,7 @@ from torch import Tensor
 
 from lcam.backbones.frozen import FrozenClassifier
 from lcam.explainers.base import Explainer, Targets, check_non_negative, check_positive, make_generator
-from lcam.maps import normalize_then_upsample
-from lcam.metrics.insertion_deletion import blur
+from lcam.maps import blur, normalize_then_upsample
 
 
 def gradcampp_weights(acts: Tensor, g1: Tensor, g2: Tensor, g3: Tensor) -> Tensor:

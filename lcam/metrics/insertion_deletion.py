@@ -1,4 +1,4 @@
-"""Insertion / deletion AUC (RISE, REFERENCE section 3), batched, plus a Gaussian ``blur``.
+"""Insertion / deletion AUC (RISE, REFERENCE section 3), batched.
 
 Deletion starts from the image and replaces its pixels, most salient first, by a *substrate*
 (zeros by default, or a blurred copy); insertion starts from the substrate (a blurred copy by
@@ -14,46 +14,20 @@ streamed through the classifier ``batch_size`` at a time.
 
 Blur: the RISE code blurs with ``gkern(klen=11, nsig=5)``, a kernel of 11 taps spanning +-5
 standard deviations, i.e. a Gaussian of ``sigma = 11 / (2 * 5) = 1.1`` pixels (not 5 pixels).
-``blur`` takes ``sigma`` in pixels; the defaults here reproduce the RISE substrate.
+:func:`lcam.maps.blur` takes ``sigma`` in pixels; the defaults here reproduce the RISE substrate.
 """
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
-RISE_BLUR_KERNEL = 11
-RISE_BLUR_SIGMA = 1.1  # RISE's gkern(11, nsig=5): 11 taps over +-5 sigma
+from lcam.maps import RISE_BLUR_KERNEL, RISE_BLUR_SIGMA, blur, gaussian_kernel1d  # noqa: F401 - re-exported
+
 MODES = ("insertion", "deletion")
 SUBSTRATES = ("zero", "blur")
-
-
-def gaussian_kernel1d(kernel_size: int, sigma: float, device: torch.device | None = None,
-                      dtype: torch.dtype = torch.float32) -> Tensor:
-    """Normalised 1-D Gaussian ``(kernel_size,)`` (odd size, ``sigma`` in pixels)."""
-    if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size}")
-    if not sigma > 0:
-        raise ValueError(f"sigma must be > 0, got {sigma}")
-    x = torch.arange(kernel_size, device=device, dtype=dtype) - (kernel_size - 1) / 2
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    return k / k.sum()
-
-
-def blur(images: Tensor, kernel_size: int = RISE_BLUR_KERNEL, sigma: float = RISE_BLUR_SIGMA) -> Tensor:
-    """Separable Gaussian blur of ``(B, C, H, W)`` with replicate padding (a constant stays constant).
-
-    Works for any ``H, W`` (also smaller than the kernel). Returns the same shape and dtype.
-    """
-    c = images.shape[1]
-    k = gaussian_kernel1d(kernel_size, sigma, images.device, images.dtype)
-    pad = kernel_size // 2
-    x = F.pad(images, (pad, pad, pad, pad), mode="replicate")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, kernel_size), groups=c)
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, kernel_size, 1), groups=c)
 
 
 def _substrate(images: Tensor, kind: str, kernel_size: int, sigma: float) -> Tensor:
