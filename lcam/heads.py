@@ -21,6 +21,15 @@ class AttentionHead(nn.Module):
     def num_classes(self) -> int:
         return self.conv.out_channels
 
+    @torch.no_grad()
+    def init_from_linear(self, weight: Tensor, bias: Tensor) -> None:
+        """Start every class map as the classifier's class activation map: ``W = weight`` ``(C, K)``,
+        ``b = bias`` ``(C,)`` (for a global-average-pooling + linear classifier)."""
+        if tuple(weight.shape) != (self.num_classes, self.conv.in_channels):
+            raise ValueError(f"Linear readout {tuple(weight.shape)} does not fit a head {self.conv.in_channels} -> {self.num_classes}")
+        self.conv.weight.copy_(weight.view_as(self.conv.weight))
+        self.conv.bias.copy_(bias)
+
     def forward(self, feats: Tensor) -> Tensor:
         """All class maps: ``(B, K, h, w)`` -> ``(B, C, h, w)`` (pre-sigmoid)."""
         return self.conv(feats)
@@ -42,6 +51,15 @@ class AttentionHead(nn.Module):
         w = self.conv.weight[targets, :, 0, 0]  # (B, K)
         b = self.conv.bias[targets]  # (B,)
         return torch.einsum("bk,bkhw->bhw", w.to(feats.dtype), feats) + b.to(feats.dtype).view(-1, 1, 1)
+
+
+def block_maps(head: AttentionHead, feats: Tensor, targets: Tensor) -> Tensor:
+    """Every sample's map for every target of the batch, ``A[:, targets]``: ``(B, K, h, w)``,
+    ``(B,)`` -> ``(B, B, h, w)`` pre-sigmoid (the official L-CAM code regularises this block)."""
+    check_targets(targets, head.num_classes)
+    w = head.conv.weight[targets, :, 0, 0]  # (B', K)
+    b = head.conv.bias[targets]  # (B',)
+    return torch.einsum("ck,bkhw->bchw", w.to(feats.dtype), feats) + b.to(feats.dtype).view(1, -1, 1, 1)
 
 
 def select_class(maps: Tensor, targets: Tensor) -> Tensor:

@@ -37,31 +37,58 @@ def upsample_then_normalize(maps: Tensor, size: tuple[int, int]) -> Tensor:
     return minmax_normalize(upsample(maps, size))
 
 
-#: RISE's blurred substrate, ``gkern(klen=11, nsig=5)``: 11 taps over +-5 sigma -> sigma = 1.1 px
+#: RISE's blurred substrate, ``gkern(klen=11, nsig=5)``: a Gaussian of sigma 5 px smoothing an
+#: 11 x 11 delta (scipy's ``gaussian_filter``, whose tails beyond the window fold back into it)
 RISE_BLUR_KERNEL = 11
-RISE_BLUR_SIGMA = 1.1
+RISE_BLUR_SIGMA = 5.0
+
+
+def _reflect(index: int, size: int) -> int:
+    """scipy.ndimage's ``mode='reflect'`` (``d c b a | a b c d | d c b a``) for one index."""
+    while not 0 <= index < size:
+        index = -index - 1 if index < 0 else 2 * size - index - 1
+    return index
 
 
 def gaussian_kernel1d(kernel_size: int, sigma: float, device: torch.device | None = None,
-                      dtype: torch.dtype = torch.float32) -> Tensor:
-    """Normalised 1-D Gaussian ``(kernel_size,)`` (odd size, ``sigma`` in pixels)."""
+                      dtype: torch.dtype = torch.float32, fold_tails: bool = False) -> Tensor:
+    """Normalised 1-D Gaussian ``(kernel_size,)`` (odd size, ``sigma`` in pixels).
+
+    ``fold_tails=False``: the Gaussian sampled on the ``kernel_size`` taps and renormalised.
+    ``fold_tails=True``: what RISE's ``gkern(klen, nsig)`` builds, i.e. scipy's
+    ``gaussian_filter(delta, sigma)`` of a centred delta of ``kernel_size`` samples (``truncate=4``,
+    ``mode='reflect'``): the Gaussian out to ``4 sigma`` with the taps beyond the window reflected
+    back into it. The 2-D kernel is the outer product of this one with itself.
+    """
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size}")
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
-    x = torch.arange(kernel_size, device=device, dtype=dtype) - (kernel_size - 1) / 2
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    return k / k.sum()
+    if not fold_tails:
+        x = torch.arange(kernel_size, device=device, dtype=torch.float64) - (kernel_size - 1) / 2
+        k = torch.exp(-0.5 * (x / sigma) ** 2)
+        return (k / k.sum()).to(dtype)
+    radius = int(4.0 * sigma + 0.5)  # scipy's truncate=4.0
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    taps = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    taps = taps / taps.sum()
+    k = torch.zeros(kernel_size, dtype=torch.float64)
+    centre = kernel_size // 2
+    for offset, weight in zip(offsets.long().tolist(), taps):
+        k[_reflect(centre + offset, kernel_size)] += weight
+    return k.to(device=device, dtype=dtype)
 
 
-def blur(images: Tensor, kernel_size: int = RISE_BLUR_KERNEL, sigma: float = RISE_BLUR_SIGMA) -> Tensor:
+def blur(images: Tensor, kernel_size: int = RISE_BLUR_KERNEL, sigma: float = RISE_BLUR_SIGMA,
+         fold_tails: bool = False) -> Tensor:
     """Separable Gaussian blur of ``(B, C, H, W)`` with replicate padding (a constant stays constant).
 
-    ``sigma`` is in pixels; the defaults are RISE's insertion substrate. Works for any ``H, W``
-    (also smaller than the kernel). Returns the same shape and dtype.
+    ``sigma`` is in pixels; ``fold_tails`` as :func:`gaussian_kernel1d` (``True`` with the defaults
+    is RISE's insertion substrate, ``gkern(11, 5)``). Works for any ``H, W`` (also smaller than the
+    kernel). Returns the same shape and dtype.
     """
     c = images.shape[1]
-    k = gaussian_kernel1d(kernel_size, sigma, images.device, images.dtype)
+    k = gaussian_kernel1d(kernel_size, sigma, images.device, images.dtype, fold_tails=fold_tails)
     pad = kernel_size // 2
     x = F.pad(images, (pad, pad, pad, pad), mode="replicate")
     x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, kernel_size), groups=c)

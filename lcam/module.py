@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from lcam.backbones import BackboneSpec, FrozenClassifier, build_backbone
-from lcam.heads import AttentionHead, check_targets
+from lcam.heads import AttentionHead, block_maps, check_targets
 from lcam.losses import LCAMLoss, LossTerms
 from lcam.maps import normalize_then_upsample, upsample
 from lcam.metrics import DEFAULT_THRESHOLDS, AverageDropIncrease, explanation_confidence
@@ -29,6 +29,7 @@ BACKBONE_PREFIX = "backbone."
 
 DEFAULT_OPTIMIZER = {"lr": 0.01, "bias_lr_mult": 2.0, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}
 DEFAULT_SCHEDULER = {"gamma": 0.75}
+HEAD_INITS = ("random", "classifier")
 
 
 class LCAM(pl.LightningModule):
@@ -46,12 +47,16 @@ class LCAM(pl.LightningModule):
         thresholds: fractions kept for validation AD/IC.
         channels_last: run the backbone in channels-last memory format.
         compile_backbone: ``torch.compile`` the frozen backbone's halves.
+        init: the head's starting weights: ``"random"`` (PyTorch's default for a 1x1 convolution,
+            the paper's recipes) or ``"classifier"`` (a classifier ending in global average pooling
+            + linear: each class map starts as its class activation map ``w_c . F + b_c``, so
+            classes the head never trains on still get a sensible map).
     """
 
     def __init__(self, backbone: dict[str, Any] | FrozenClassifier, variant: str = "img", loss: dict[str, float] | None = None,
                  optimizer: dict[str, Any] | None = None, scheduler: dict[str, Any] | None = None,
                  targets: str = "model", thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-                 channels_last: bool = False, compile_backbone: bool = False) -> None:
+                 channels_last: bool = False, compile_backbone: bool = False, init: str = "random") -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"model.variant must be one of {VARIANTS}, got '{variant}'")
@@ -67,6 +72,7 @@ class LCAM(pl.LightningModule):
             # the resolved identity (layer, source, normalisation): a checkpoint rebuilds exactly this
             self.hparams["backbone"] = self.backbone.spec.to_dict()
         self.head = AttentionHead(self.backbone.feature_channels, self.backbone.num_classes)
+        self.init_head(init)
         self.loss_fn = LCAMLoss(**(loss or {}))
         self.variant, self.target_source = variant, targets
         self.optimizer_cfg = {**DEFAULT_OPTIMIZER, **(optimizer or {})}
@@ -79,6 +85,21 @@ class LCAM(pl.LightningModule):
         if compile_backbone:
             self.backbone.feature_extractor = torch.compile(self.backbone.feature_extractor)
             self.backbone.classifier_head = torch.compile(self.backbone.classifier_head)
+
+    def init_head(self, init: str) -> None:
+        """Initialise the head (see ``init`` in the class docstring)."""
+        if init not in HEAD_INITS:
+            raise ValueError(f"model.init must be one of {list(HEAD_INITS)}, got {init!r}")
+        if init == "random":
+            return
+        readout = self.backbone.linear_readout()
+        if readout is None:
+            raise ValueError(
+                f"model.init=classifier needs a classifier that ends in global average pooling + one linear layer "
+                f"after the explained layer; {self.backbone.spec.name if self.backbone.spec else 'this classifier'} "
+                "does not (e.g. VGG-16's fc layers). Use model.init=random."
+            )
+        self.head.init_from_linear(*readout)
 
     # -- identity ----------------------------------------------------------------------------
     @property
@@ -150,7 +171,8 @@ class LCAM(pl.LightningModule):
         targets = self.resolve_targets(logits0, labels)
         a = self.attention(feats, targets)
         mask = torch.sigmoid(a)
-        terms = self.loss_fn(self.masked_logits(images, feats, mask), targets, mask)
+        regularized = mask if self.loss_fn.regularize == "own" else torch.sigmoid(block_maps(self.head, feats, targets))
+        terms = self.loss_fn(self.masked_logits(images, feats, mask), targets, regularized)
         return terms, a, logits0, targets
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:

@@ -101,3 +101,22 @@ def test_explicit_weights_file_is_loaded(tmp_path):
     x = torch.rand(1, 3, 64, 64)
     assert torch.allclose(b(x), full.eval()(torchvision.transforms.functional.normalize(x, b.spec.mean, b.spec.std)), atol=1e-5)
     assert not torch.allclose(b(x), ref(x))
+
+
+def test_paper_backbones_get_torchvision_original_weights(tmp_path, monkeypatch):
+    """ResNet-50 -> IMAGENET1K_V1 (not V2, label smoothing); VGG-16 never the FEATURES file, even cached."""
+    import torchvision
+
+    from lcam.backbones.builders import classifier_weights, imagenet_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    vgg = torchvision.models.VGG16_Weights
+    (cache / vgg.IMAGENET1K_FEATURES.url.rsplit("/", 1)[-1]).write_bytes(b"")
+    (cache / torchvision.models.ResNet50_Weights.IMAGENET1K_V2.url.rsplit("/", 1)[-1]).write_bytes(b"")
+    assert imagenet_weights("resnet50", torchvision.models.ResNet50_Weights).url.endswith("resnet50-0676ba61.pth")
+    assert imagenet_weights("vgg16", vgg) is vgg.IMAGENET1K_V1
+    assert vgg.IMAGENET1K_FEATURES not in classifier_weights(vgg)
+    with pytest.raises(BackboneWeightsError, match="untrained classifier.*IMAGENET1K_V1"):
+        build_backbone({"name": "vgg16", "weights": "IMAGENET1K_FEATURES"})

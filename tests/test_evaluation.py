@@ -104,3 +104,5 @@ def test_table1_experiments_compose_with_paper_settings(experiment, rise_masks, 
     assert labels == ["Grad-CAM", "Grad-CAM++", "Score-CAM", "RISE"]
     model, explainers = build_explainers(cfg)
     assert model.spec.name == experiment.split("_")[1] and list(explainers) == labels
+    # the code behind the paper's Table 1 weighs Score-CAM's channels by the class probability
+    assert explainers["Score-CAM"].weighting == "probability" and explainers["Score-CAM"].substrate == "mean"

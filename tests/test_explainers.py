@@ -72,6 +72,15 @@ def random_model(seed: int = 0, dead_bias: float = 0.0) -> FrozenClassifier:
     return FrozenClassifier(features, classify, mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.3])
 
 
+def fc_model(seed: int = 0) -> FrozenClassifier:
+    """A random conv net whose classify half is fully connected (like VGG-16's fc layers): the
+    gradient of a logit varies from cell to cell."""
+    torch.manual_seed(seed)
+    features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4))
+    classify = nn.Sequential(nn.Flatten(), nn.Linear(6 * 8 * 8, 16), nn.ReLU(), nn.Linear(16, 5))
+    return FrozenClassifier(features, classify, mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.3])
+
+
 @pytest.fixture(scope="module")
 def toy_region_model() -> FrozenClassifier:
     return region_model()
@@ -129,7 +138,7 @@ def reference_map(cam: Tensor, size: int) -> Tensor:
     """Per-sample min-max normalisation, then bilinear upsampling."""
     flat = cam.flatten(1)
     lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
-    norm = ((flat - lo) / (hi - lo)).view_as(cam)
+    norm = torch.where(hi > lo, (flat - lo) / (hi - lo).clamp(min=1e-30), torch.zeros_like(flat)).view_as(cam)
     return F.interpolate(norm.unsqueeze(1), size=(size, size), mode="bilinear", align_corners=False).squeeze(1)
 
 
@@ -138,9 +147,19 @@ def gradcam_weights(a: Tensor, g: Tensor) -> Tensor:
 
 
 def gradcampp_reference_weights(a: Tensor, g: Tensor) -> Tensor:
-    denom = 2 * g**2 + (a * g**3).sum(dim=(2, 3), keepdim=True)
-    alpha = torch.where(denom != 0, g**2 / denom, torch.zeros_like(g))
-    return (alpha * F.relu(g)).sum(dim=(2, 3))
+    """Grad-CAM++ paper, Eq. 19: alpha_ij = g_ij^2 / (2 g_ij^2 + (sum_ab A_ab) g_ij^3), element by element."""
+    b, k, h, w = a.shape
+    out = torch.zeros(b, k)
+    for i in range(b):
+        for c in range(k):
+            total = float(a[i, c].sum())
+            for y in range(h):
+                for x in range(w):
+                    gy = float(g[i, c, y, x])
+                    denom = 2 * gy**2 + total * gy**3
+                    alpha = gy**2 / denom if denom != 0 else 0.0
+                    out[i, c] += alpha * max(gy, 0.0)
+    return out
 
 
 def xgradcam_weights(a: Tensor, g: Tensor) -> Tensor:
@@ -150,12 +169,14 @@ def xgradcam_weights(a: Tensor, g: Tensor) -> Tensor:
 @pytest.mark.parametrize(
     "name,weights", [("gradcam", gradcam_weights), ("gradcampp", gradcampp_reference_weights), ("xgradcam", xgradcam_weights)]
 )
-def test_gradient_cams_equal_their_closed_forms(name, weights, toy_model, toy_images):
+@pytest.mark.parametrize("model_fn", [random_model, fc_model])
+def test_gradient_cams_equal_their_closed_forms(name, weights, model_fn, toy_images):
+    model = model_fn()
     targets = torch.tensor([0, 3, 4])
-    a, g = reference_activations_and_gradients(toy_model, toy_images, targets)
+    a, g = reference_activations_and_gradients(model, toy_images, targets)
     cam = F.relu((weights(a, g)[:, :, None, None] * a).sum(1))
     expected = reference_map(cam, SIZE)
-    maps = build_explainer(name, toy_model)(toy_images, targets)
+    maps = build_explainer(name, model)(toy_images, targets)
     torch.testing.assert_close(maps, expected, atol=1e-5, rtol=1e-4)
 
 
@@ -179,13 +200,158 @@ def test_smooth_gradcampp_without_noise_is_gradcampp(toy_model, toy_images):
     assert not torch.allclose(noisy, plain, atol=1e-3)
 
 
-@pytest.mark.parametrize("cls", [SSCAM1, SSCAM2])
-def test_sscam_without_noise_is_scorecam(cls, toy_model, toy_images):
-    torch.testing.assert_close(
-        cls(toy_model, n_samples=2, sigma=0.0)(toy_images), ScoreCAM(toy_model)(toy_images), atol=1e-5, rtol=1e-4
-    )
-    noisy = cls(toy_model, n_samples=2, sigma=1.0)(toy_images)
-    assert (noisy - ScoreCAM(toy_model)(toy_images)).abs().max() > 1e-4
+def test_gradcampp_differs_from_the_sum_of_activation_times_cubed_gradient(toy_images):
+    """The old denominator ``sum_ab(A g^3)`` gives other maps when the gradient varies in space."""
+    toy_model = fc_model()
+    targets = torch.tensor([0, 3, 4])
+    a, g = reference_activations_and_gradients(toy_model, toy_images, targets)
+    assert g.flatten(2).std(2).max() > 1e-3, "the toy classifier must have a spatially varying gradient"
+    denom = 2 * g**2 + (a * g**3).sum(dim=(2, 3), keepdim=True)
+    wrong = (torch.where(denom != 0, g**2 / denom, torch.zeros_like(g)) * F.relu(g)).sum(dim=(2, 3))
+    wrong_map = reference_map(F.relu((wrong[:, :, None, None] * a).sum(1)), SIZE)
+    maps = build_explainer("gradcampp", toy_model)(toy_images, targets)
+    assert (maps - wrong_map).abs().max() > 1e-2
+
+
+# -- Score-CAM, SS-CAM, RISE: independent computations ---------------------------------------
+def reference_substrate(images: Tensor, model: FrozenClassifier, substrate: str) -> Tensor:
+    if substrate == "mean":
+        return model.mean.expand_as(images)
+    if substrate == "black":
+        return torch.zeros_like(images)
+    from scipy.ndimage import gaussian_filter  # RISE's gkern(11, 5), built as the RISE code does
+
+    delta = torch.zeros(11, 11).numpy()
+    delta[5, 5] = 1.0
+    kernel = torch.from_numpy(gaussian_filter(delta, 5)).float()
+    padded = F.pad(images, (5, 5, 5, 5), mode="replicate")
+    return F.conv2d(padded, kernel.expand(3, 1, 11, 11), groups=3)
+
+
+def reference_scorecam(model: FrozenClassifier, images: Tensor, targets: Tensor, weighting: str,
+                       substrate: str = "mean") -> Tensor:
+    """Score-CAM, one image and one channel at a time: Algorithm 1 (logit + softmax) or the
+    authors' code (probability); masked image = substrate + (x - substrate) * H_k."""
+    maps = []
+    for i in range(images.shape[0]):
+        x = images[i : i + 1]
+        acts = model.features(x)[0]  # (K, h, w)
+        sub = reference_substrate(x, model, substrate)
+        scores = []
+        for k in range(acts.shape[0]):
+            up = F.interpolate(acts[k][None, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+            span = up.max() - up.min()
+            mask = (up - up.min()) / span if span > 0 else torch.zeros_like(up)
+            logits = model(sub + (x - sub) * mask)[0]
+            score = logits[targets[i]] if weighting == "logit_softmax" else logits.softmax(0)[targets[i]]
+            scores.append(score)
+        scores = torch.stack(scores)
+        alpha = scores.softmax(0) if weighting == "logit_softmax" else scores
+        cam = F.relu((alpha[:, None, None] * acts).sum(0))
+        up = F.interpolate(cam[None, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+        span = up.max() - up.min()
+        maps.append((up - up.min()) / span if span > 0 else torch.zeros_like(up))
+    return torch.stack(maps)
+
+
+@pytest.mark.parametrize("substrate", ["mean", "black", "blur"])
+@pytest.mark.parametrize("weighting", ["logit_softmax", "probability"])
+@pytest.mark.parametrize("prune", [True, False])
+def test_scorecam_equals_its_algorithm(weighting, substrate, prune):
+    model = random_model(seed=3, dead_bias=-0.35)  # some all-zero channels: pruning must stay exact
+    images = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
+    targets = torch.tensor([1, 4])
+    with torch.no_grad():
+        expected = reference_scorecam(model, images, targets, weighting, substrate)
+    explainer = ScoreCAM(model, weighting=weighting, substrate=substrate, batch_size=3, prune=prune)
+    torch.testing.assert_close(explainer(images, targets), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_scorecam_pruned_weights_equal_unpruned_weights_and_count_the_substrate_pass():
+    model = random_model(seed=3, dead_bias=-0.35)
+    images = torch.rand(4, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
+    acts, targets = ScoreCAM(model).activations_and_targets(images, None)
+    live = acts.flatten(2).ne(0).any(2)
+    assert (~live).any(1).all() and live.any(1).all(), "every toy image needs dead and live channels"
+    for weighting in ("logit_softmax", "probability"):
+        pruned = ScoreCAM(model, weighting=weighting, batch_size=5)
+        full = ScoreCAM(model, weighting=weighting, batch_size=5, prune=False)
+        w_pruned, passes = pruned.channel_weights(images, acts, targets)
+        w_full, full_passes = full.channel_weights(images, acts, targets)
+        if weighting == "logit_softmax":  # every weight, dead channels included (they share the denominator)
+            torch.testing.assert_close(w_pruned, w_full, atol=1e-6, rtol=1e-5)
+            assert passes == int(live.sum()) + 4  # one substrate pass per image with dead channels
+        else:  # a dead channel's weight multiplies an all-zero map: only live weights matter
+            torch.testing.assert_close(w_pruned[live], w_full[live], atol=1e-6, rtol=1e-5)
+            assert passes == int(live.sum())
+        assert full_passes == 8 * 4
+
+
+def test_scorecam_maps_change_with_the_class(toy_region_model, toy_region_images):
+    """Class-agnostic weights (softmax over probabilities) gave nearly the channel sum for any class."""
+    for weighting in ("logit_softmax", "probability"):
+        explainer = ScoreCAM(toy_region_model, weighting=weighting)
+        a, b = (explainer(toy_region_images[:1], c)[0] for c in (0, 1))
+        r = torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1]
+        assert r < 0.0, (weighting, r)
+
+
+def test_sscam_without_noise_is_probability_scorecam(toy_model, toy_images):
+    """SS-CAM's weight is the mean CIC (probability), with no softmax over channels."""
+    plain = ScoreCAM(toy_model, weighting="probability")(toy_images)
+    for cls in (SSCAM1, SSCAM2):
+        torch.testing.assert_close(cls(toy_model, n_samples=2, sigma=0.0)(toy_images), plain, atol=1e-5, rtol=1e-4)
+        noisy = cls(toy_model, n_samples=2, sigma=1.0)(toy_images)
+        assert (noisy - plain).abs().max() > 1e-4
+    assert (ScoreCAM(toy_model)(toy_images) - plain).abs().max() > 1e-3, "logit softmax must differ"
+
+
+def test_sscam_noise_goes_on_the_mask_type1_or_the_masked_image_type2(toy_model, toy_images):
+    """Type 1: x (.) (H_k + n), n per pixel (H, W) in mask units; type 2: x (.) H_k + n, n in
+    normalised-input units (sigma * std on the [0, 1] image); masked-out pixels are the mean."""
+    acts = toy_model.features(toy_images)[:, :2].flatten(0, 1)  # (6, h, w): two channels per image
+    images = toy_images.repeat_interleave(2, 0)
+    mean, std = toy_model.mean, toy_model.std
+    up = F.interpolate(acts.unsqueeze(1), size=(SIZE, SIZE), mode="bilinear", align_corners=False)[:, 0]
+    lo, hi = up.flatten(1).min(1).values.view(-1, 1, 1), up.flatten(1).max(1).values.view(-1, 1, 1)
+    masks = (up - lo) / (hi - lo)
+    normalised = (images - mean) / std
+
+    one = SSCAM1(toy_model, sigma=0.3)
+    got = one.masked_inputs(images, mean.expand_as(images), acts, torch.Generator().manual_seed(9))
+    noise = 0.3 * torch.randn(masks.shape, generator=torch.Generator().manual_seed(9))
+    expected = (normalised * (masks + noise).unsqueeze(1)) * std + mean
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+    two = SSCAM2(toy_model, sigma=0.3)
+    got = two.masked_inputs(images, mean.expand_as(images), acts, torch.Generator().manual_seed(9))
+    noise = 0.3 * torch.randn(images.shape, generator=torch.Generator().manual_seed(9))
+    expected = (normalised * masks.unsqueeze(1) + noise) * std + mean
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("substrate", ["mean", "black"])
+def test_rise_equals_its_formula(substrate, toy_model, toy_images):
+    rise = RISE(toy_model, n_masks=30, s=4, substrate=substrate, batch_size=7)
+    masks = rise.masks((SIZE, SIZE), toy_images.device)
+    targets = torch.tensor([2, 0, 1])
+    sub = reference_substrate(toy_images, toy_model, substrate)
+    expected = []
+    with torch.no_grad():
+        for i in range(3):
+            x, s = toy_images[i : i + 1], sub[i : i + 1]
+            probs = torch.stack([toy_model(s + (x - s) * m)[0].softmax(0)[targets[i]] for m in masks])
+            sal = (probs[:, None, None] * masks).sum(0) / (30 * 0.5)
+            expected.append((sal - sal.min()) / (sal.max() - sal.min()))
+    torch.testing.assert_close(rise(toy_images, targets), torch.stack(expected), atol=1e-5, rtol=1e-4)
+
+
+def test_substrate_setting_is_validated(toy_model):
+    for name in ("scorecam", "sscam1", "sscam2", "rise"):
+        with pytest.raises(ValueError, match="valid: \\['mean', 'black', 'blur'\\]"):
+            build_explainer({"name": name, "substrate": "grey"}, toy_model)
+    with pytest.raises(ValueError, match="logit_softmax"):
+        ScoreCAM(toy_model, weighting="softmax")
 
 
 # -- interface contracts ------------------------------------------------------------------
@@ -309,10 +475,14 @@ def test_scorecam_pruning_does_not_change_maps():
     acts = model.features(images)
     live = acts.flatten(2).ne(0).any(2)
     assert not live.all() and live.any(1).all(), "the toy model must have some dead channels per image"
-    pruned, full = ScoreCAM(model, batch_size=5, prune=True), ScoreCAM(model, batch_size=5, prune=False)
-    torch.testing.assert_close(pruned(images), full(images), atol=1e-5, rtol=1e-4)
-    assert full.last_forward_passes == 8
-    assert pruned.last_forward_passes == -(-int(live.sum()) // 4) < 8
+    with_dead = int((~live).any(1).sum())
+    for weighting, extra in (("logit_softmax", with_dead), ("probability", 0)):
+        pruned = ScoreCAM(model, weighting=weighting, batch_size=5, prune=True)
+        full = ScoreCAM(model, weighting=weighting, batch_size=5, prune=False)
+        torch.testing.assert_close(pruned(images), full(images), atol=1e-5, rtol=1e-4)
+        assert full.last_forward_passes == 8
+        assert pruned.last_forward_passes == -(-(int(live.sum()) + extra) // 4)
+    assert pruned.last_forward_passes < 8
 
 
 class ViewHead(nn.Module):
@@ -372,3 +542,55 @@ def test_registry_builds_from_names_dicts_and_dictconfigs(toy_model):
         build_explainer({"name": "rise", "n_mask": 10}, toy_model)
     with pytest.raises(ValueError, match="p must be"):
         build_explainer({"name": "rise", "p": 1.5}, toy_model)
+
+
+# -- two objects of two classes in one image ------------------------------------------------------
+CLASS_DISCRIMINATIVE = ["gradcam", "gradcampp", "smoothgradcampp", "xgradcam", "guidedcam", "scorecam",
+                        "scorecam_probability", "sscam1", "sscam2", "rise", "lcam"]
+
+
+def gap_linear_model() -> FrozenClassifier:
+    """Features: RGB copied to channels 0-2 (channel 3 zero), ReLU, 4x4 average pooling; classify:
+    global average pooling + linear, class 0 = red, class 1 = green, class 2 = nothing."""
+    conv = nn.Conv2d(3, 4, 1)
+    linear = nn.Linear(4, 3)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.zero_()
+        for c in range(3):
+            conv.weight[c, c] = 1.0
+        linear.weight.zero_()
+        linear.bias.zero_()
+        linear.weight[0, 0] = linear.weight[1, 1] = 40.0
+    return FrozenClassifier(nn.Sequential(conv, nn.ReLU(), nn.AvgPool2d(4)),
+                            nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), linear), mean=[0, 0, 0], std=[1, 1, 1])
+
+
+def class_explainer(name: str, model: FrozenClassifier) -> nn.Module:
+    if name == "lcam":
+        from lcam.explainers.learned import LCAMExplainer
+        from lcam.module import LCAM
+
+        return LCAMExplainer(module=LCAM(model, init="classifier"))
+    if name == "scorecam_probability":
+        return ScoreCAM(model, weighting="probability")
+    if name == "rise":  # cells of 4 px resolve the 8-px objects
+        return make(name, model, n_masks=600, s=8)
+    return make(name, model)
+
+
+@pytest.mark.parametrize("name", CLASS_DISCRIMINATIVE)
+def test_each_class_map_peaks_on_its_own_object(name):
+    """A red object (class 0) and a green one (class 1) of equal strength in one image: each
+    class's map peaks on its own object and is much weaker on the other one."""
+    model = gap_linear_model()
+    image = 0.1 * torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    image[0, 0][REGIONS[0]] = 1.0
+    image[0, 1][REGIONS[1]] = 1.0
+    explainer = class_explainer(name, model)
+    for target in (0, 1):
+        sal = explainer(image, target)[0]
+        peak = divmod(int(sal.argmax()), SIZE)
+        own, other = REGIONS[target], REGIONS[1 - target]
+        assert own[0].start <= peak[0] < own[0].stop and own[1].start <= peak[1] < own[1].stop, (name, target, peak)
+        assert sal[own].mean() > 3 * sal[other].mean(), (name, target, sal[own].mean(), sal[other].mean())

@@ -69,3 +69,23 @@ def test_head_class_maps_equal_full_maps_selection():
 def test_out_of_range_class_names_valid_range():
     with pytest.raises(ValueError, match=r"0\.\.9"):
         AttentionHead(8, 10).class_maps(torch.randn(1, 8, 2, 2), torch.tensor([10]))
+
+
+def test_batch_regularisation_is_the_official_block_of_maps():
+    """regularize=batch: area and TV over A[:, targets] (B x B maps), TV divided by 2 B (official code)."""
+    from lcam.heads import block_maps
+
+    torch.manual_seed(0)
+    head = AttentionHead(6, 5)
+    feats = torch.randn(3, 6, 4, 4)
+    targets = torch.tensor([4, 1, 1])
+    full = torch.sigmoid(head(feats))  # (B, C, h, w)
+    block = torch.sigmoid(block_maps(head, feats, targets))
+    torch.testing.assert_close(block, full[:, targets])
+    dx = ((block[..., :, 1:] - block[..., :, :-1]) ** 2).sum()
+    dy = ((block[..., 1:, :] - block[..., :-1, :]) ** 2).sum()
+    border = (block[..., 0, :] ** 2 + block[..., -1, :] ** 2).sum() + (block[..., :, 0] ** 2 + block[..., :, -1] ** 2).sum()
+    torch.testing.assert_close(total_variation(block), (dx + dy + 0.3 * border) / (2 * 3))
+    torch.testing.assert_close(area_term(block), ((block + 5e-4) ** 0.3).mean())
+    with pytest.raises(ValueError, match="regularize"):
+        LCAMLoss(regularize="all")

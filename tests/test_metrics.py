@@ -45,7 +45,8 @@ def ones(b: int = 1, size: int = 4) -> Tensor:
 # -- insertion / deletion -----------------------------------------------------------------------
 def test_deletion_and_insertion_curves_by_hand(toy_weighted_model):
     # map = weights: step i removes row i (4 px): remaining weight 40, 24, 12, 4, 0
-    x, probs = insertion_deletion_curves(toy_weighted_model, ones(), ROW_WEIGHTS[None], torch.tensor([0]), "deletion", n_steps=4)
+    x, probs = insertion_deletion_curves(toy_weighted_model, ones(), ROW_WEIGHTS[None], torch.tensor([0]), "deletion", n_steps=4,
+                                         substrate="zero")
     torch.testing.assert_close(x[0], torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]))
     torch.testing.assert_close(probs[0], torch.tensor([1.0, 0.6, 0.3, 0.1, 0.0]), atol=1e-5, rtol=0)
     assert auc(x, probs).item() == pytest.approx(0.25 * (0.8 + 0.45 + 0.2 + 0.05), abs=1e-5)  # 0.375
@@ -56,14 +57,15 @@ def test_deletion_and_insertion_curves_by_hand(toy_weighted_model):
     torch.testing.assert_close(probs[0], torch.tensor([0.0, 0.4, 0.7, 0.9, 1.0]), atol=1e-5, rtol=0)
     assert auc(x, probs).item() == pytest.approx(0.625, abs=1e-5)
     # the reversed map deletes the least useful pixels first: a higher deletion AUC
-    _, rev = insertion_deletion_curves(toy_weighted_model, ones(), -ROW_WEIGHTS[None], torch.tensor([0]), "deletion", n_steps=4)
+    _, rev = insertion_deletion_curves(toy_weighted_model, ones(), -ROW_WEIGHTS[None], torch.tensor([0]), "deletion", n_steps=4,
+                                       substrate="zero")
     torch.testing.assert_close(rev[0], torch.tensor([1.0, 0.9, 0.7, 0.4, 0.0]), atol=1e-5, rtol=0)
 
 
 def test_uneven_steps_use_the_true_pixel_fractions(toy_weighted_model):
     model = WeightedMeanModel(torch.ones(4, 4))  # probability = fraction of pixels kept
     saliency = torch.rand(1, 4, 4, generator=torch.Generator().manual_seed(0))
-    x, probs = insertion_deletion_curves(model, ones(), saliency, torch.tensor([0]), "deletion", n_steps=3)
+    x, probs = insertion_deletion_curves(model, ones(), saliency, torch.tensor([0]), "deletion", n_steps=3, substrate="zero")
     torch.testing.assert_close(x[0], torch.tensor([0.0, 5 / 16, 10 / 16, 1.0]))
     torch.testing.assert_close(probs[0], 1 - x[0], atol=1e-5, rtol=0)
     assert auc(x, probs).item() == pytest.approx(0.5, abs=1e-5)
@@ -78,6 +80,7 @@ def test_insertion_onto_blur_of_a_constant_image_is_flat(toy_weighted_model):
 
 def test_curves_do_not_depend_on_the_chunking():
     model = WeightedMeanModel(torch.rand(8, 8, generator=torch.Generator().manual_seed(1)))
+    model.register_buffer("mean", torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1))  # the deletion default
     g = torch.Generator().manual_seed(2)
     images, maps = torch.rand(3, 3, 8, 8, generator=g), torch.rand(3, 8, 8, generator=g)
     targets = torch.tensor([0, 1, 0])
@@ -92,7 +95,7 @@ def test_curves_do_not_depend_on_the_chunking():
 
 def test_insertion_deletion_metric_streams_and_merges(toy_weighted_model):
     maps = torch.stack([ROW_WEIGHTS, -ROW_WEIGHTS])
-    metric = InsertionDeletion(toy_weighted_model, n_steps=4, insertion_substrate="zero")
+    metric = InsertionDeletion(toy_weighted_model, n_steps=4, insertion_substrate="zero", deletion_substrate="zero")
     metric.update(ones(2), maps, torch.tensor([0, 0]))
     out = metric.compute()
     # deletion AUCs 0.375 and 0.625 (reversed), insertion 0.625 and 0.375
@@ -100,7 +103,7 @@ def test_insertion_deletion_metric_streams_and_merges(toy_weighted_model):
     assert out["insertion"].item() == pytest.approx(0.5, abs=1e-5)
     torch.testing.assert_close(metric.mean_curves()["deletion"], torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0]), atol=1e-5, rtol=0)
     # two ranks, one image each: summed states give the same result
-    first, second = (InsertionDeletion(toy_weighted_model, n_steps=4, insertion_substrate="zero") for _ in range(2))
+    first, second = (InsertionDeletion(toy_weighted_model, n_steps=4, insertion_substrate="zero", deletion_substrate="zero") for _ in range(2))
     first.update(ones(), maps[:1], torch.tensor([0]))
     second.update(ones(), maps[1:], torch.tensor([0]))
     assert merged(first, second) == pytest.approx({k: v.item() for k, v in out.items()}, abs=1e-6)
@@ -174,3 +177,34 @@ def test_thresholds_are_per_sample_not_per_batch():
     batch_kept = (maps >= batch_threshold).flatten(1).sum(1)
     assert batch_kept.tolist() != [8, 8]  # what a batch-wide threshold would have kept instead
     assert math.isclose(keep_top_fraction(maps, 1.0).sum().item(), maps.sum().item())
+
+
+def test_insertion_blur_is_rise_gkern_11_5():
+    """RISE's substrate: conv with gkern(11, 5) = scipy's gaussian_filter of an 11x11 delta, sigma 5."""
+    from scipy.ndimage import gaussian_filter
+
+    from lcam.maps import RISE_BLUR_KERNEL, RISE_BLUR_SIGMA, gaussian_kernel1d
+
+    assert (RISE_BLUR_KERNEL, RISE_BLUR_SIGMA) == (11, 5.0)
+    delta = torch.zeros(11, 11, dtype=torch.float64)
+    delta[5, 5] = 1.0
+    gkern = torch.from_numpy(gaussian_filter(delta.numpy(), 5))
+    k = gaussian_kernel1d(11, 5.0, dtype=torch.float64, fold_tails=True)
+    torch.testing.assert_close(torch.outer(k, k), gkern)
+    # the insertion substrate of a delta image away from the border is that kernel
+    image = torch.zeros(1, 3, 31, 31)
+    image[:, :, 15, 15] = 1.0
+    x, probs = insertion_deletion_curves(lambda t: t[:, :, 15, 10:21].sum(1), image, torch.rand(1, 31, 31),
+                                         torch.tensor([0]), "insertion", n_steps=1)
+    row = torch.tensor(gkern[5].numpy(), dtype=torch.float32) * 3  # blurred delta, row 15, cols 10..20, 3 colours
+    torch.testing.assert_close(probs[0, 0], row.softmax(0)[0], atol=1e-5, rtol=1e-4)
+
+
+def test_deletion_default_substrate_is_the_mean_colour(toy_weighted_model):
+    """RISE deletes pixels to 0 in the normalised tensor: the classifier's mean colour in [0, 1]."""
+    toy_weighted_model.register_buffer("mean", torch.tensor([0.25, 0.5, 0.75]).view(1, 3, 1, 1))
+    _, probs = insertion_deletion_curves(toy_weighted_model, ones(), ROW_WEIGHTS[None], torch.tensor([0]), "deletion", n_steps=4)
+    # red channel: 1 where kept, 0.25 where deleted; rows worth 16, 12, 8, 4 of 40
+    torch.testing.assert_close(probs[0], torch.tensor([1.0, 0.7, 0.475, 0.325, 0.25]), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="substrate='zero'"):
+        insertion_deletion_curves(WeightedMeanModel(ROW_WEIGHTS), ones(), ROW_WEIGHTS[None], torch.tensor([0]), "deletion")

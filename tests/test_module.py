@@ -121,3 +121,38 @@ def test_trained_head_map_peaks_on_the_discriminative_patch():
         assert inside > m.mean() + 0.2, "the map must concentrate on the patch"
     assert hits >= 15
     assert model.head.conv.weight[1, 0, 0, 0] > model.head.conv.weight[1, 1:, 0, 0].abs().max()
+
+
+def test_classifier_init_gives_every_class_its_cam_on_the_real_classifier(effnet):
+    """model.init=classifier on EfficientNet-Lite0 (GAP + linear): a class the head never trained on
+    has its class activation map, i.e. Grad-CAM before the ReLU, up to min-max."""
+    from lcam.maps import normalize_then_upsample
+
+    model = LCAM(backbone=effnet, init="classifier")
+    readout = model.backbone.linear_readout()
+    assert readout is not None and readout[0].shape == (1000, 1280)
+    images = torch.rand(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    targets = torch.tensor([812, 3])  # not trained on anything
+    maps, _, _ = model.saliency(images, targets)
+    # independent: Grad-CAM weights (GAP of d logit / d A), no ReLU, min-max, upsample
+    acts = model.backbone.features(images).detach().requires_grad_(True)
+    model.backbone.classify(acts).gather(1, targets.view(-1, 1)).sum().backward()
+    cam = (acts.grad.mean(dim=(2, 3))[:, :, None, None] * acts).sum(1) + readout[1][targets].view(-1, 1, 1)
+    torch.testing.assert_close(maps, normalize_then_upsample(cam.detach(), (96, 96)), atol=1e-4, rtol=1e-3)
+    # a random head's map for the same class is something else
+    random_maps, _, _ = LCAM(backbone=effnet)(images, targets), None, None
+    assert (random_maps - maps).abs().max() > 0.2
+
+
+def test_classifier_init_is_refused_for_a_classifier_without_a_linear_readout():
+    features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+    classify = nn.Sequential(nn.Flatten(), nn.Linear(4 * 8 * 8, 3))  # fully connected, not GAP + linear
+    backbone = FrozenClassifier(features, classify, [0.5] * 3, [0.25] * 3)
+    backbone._feature_channels, backbone._num_classes = 4, 3  # the dry run uses 224 px inputs
+    assert backbone.linear_readout() is None
+    try:
+        LCAM(backbone=backbone, init="classifier")
+    except ValueError as err:
+        assert "model.init=random" in str(err)
+    else:
+        raise AssertionError("init=classifier must be refused")

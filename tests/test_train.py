@@ -16,7 +16,8 @@ from lcam.training import run_training
 from tests.helpers import TINY, compose_train
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("lcam_*.yaml"))
+#: the paper's experiments (VGG-16 / ResNet-50 on ImageNet); the *_imagenette recipes are tested apart
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("lcam_*.yaml") if "imagenette" not in p.stem)
 
 
 def test_demo_run_writes_checkpoint_csv_config_and_grid(tmp_path):
@@ -80,7 +81,8 @@ def test_every_experiment_composes_and_instantiates(experiment, imagenet_root, t
                          f"data.val_list={imagenet_root / 'val_list.txt'}", "backbone.weights=none", "logger=csv"], tmp_path)
     assert cfg.model.backbone.name in ("vgg16", "resnet50")
     if experiment.endswith("_ce"):
-        assert cfg.model.loss.area_coef == 0 and cfg.model.loss.tv_coef == 0
+        # CE-only ablation: cross-entropy weight 1, as the reference code trains it
+        assert cfg.model.loss.area_coef == 0 and cfg.model.loss.tv_coef == 0 and cfg.model.loss.ce_coef == 1.0
     else:
         assert cfg.model.loss.area_coef == 2.0 and cfg.model.loss.tv_coef == 0.01 and cfg.model.loss.ce_coef == 1.5
     assert cfg.model.variant == ("fm" if "_fm" in experiment else "img")
@@ -156,3 +158,11 @@ def test_resume_from_missing_checkpoint_is_a_clear_error(tmp_path):
     cfg = compose_train([*TINY, "ckpt_path=/nope/last.ckpt"], tmp_path)
     with pytest.raises(FileNotFoundError, match="ckpt_path="):
         run_training(cfg)
+
+
+@pytest.mark.parametrize("variant", ["img", "fm"])
+def test_imagenette_recipes_train_on_the_shared_photos_with_a_classifier_initialised_head(variant, tmp_path):
+    cfg = compose_train([f"+experiment=lcam_{variant}_imagenette", "logger=csv"], tmp_path)
+    assert cfg.model.variant == variant and cfg.model.init == "classifier"
+    assert cfg.model.backbone.name == "tf_efficientnet_lite0"
+    assert str(cfg.data.root).endswith("shared/data/imagenette-subset/train") and cfg.data.val_root is None

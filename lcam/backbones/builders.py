@@ -64,13 +64,34 @@ def _missing_weights(spec: BackboneSpec, expected: str, err: Exception) -> Backb
     )
 
 
-def _cached_or_default(enum: Any) -> Any:
-    """The first ImageNet weights of ``enum`` already in the torch hub cache, else its DEFAULT."""
+#: ``weights=imagenet`` for the L-CAM paper's backbones: torchvision's original weights, as the
+#: paper used them (``pretrained=True``). ResNet-50's DEFAULT (V2) was trained with label smoothing,
+#: which changes every confidence and so every AD/IC.
+PAPER_WEIGHTS = {"vgg16": "IMAGENET1K_V1", "resnet50": "IMAGENET1K_V1"}
+
+
+def classifier_weights(enum: Any) -> list[Any]:
+    """The members of a torchvision weights ``enum`` with a usable classifier.
+
+    ``IMAGENET1K_FEATURES`` files (VGG-16's) hold trained convolutions but an untrained classifier.
+    """
+    return [w for w in enum if "FEATURES" not in w.name]
+
+
+def imagenet_weights(name: str, enum: Any) -> Any:
+    """The weights ``weights=imagenet`` means for torchvision model ``name``.
+
+    The paper's backbones get :data:`PAPER_WEIGHTS`; other models the first classifier weights
+    already in the torch hub cache, else the enum's DEFAULT.
+    """
+    if name in PAPER_WEIGHTS:
+        return enum[PAPER_WEIGHTS[name]]
+    usable = classifier_weights(enum)
     cache = torch_hub_checkpoint_dir()
-    for w in enum:
+    for w in usable:
         if (cache / w.url.rsplit("/", 1)[-1]).is_file():
             return w
-    return enum.DEFAULT
+    return enum.DEFAULT if enum.DEFAULT in usable else usable[0]
 
 
 def _torchvision_model(spec: BackboneSpec) -> tuple[nn.Module, dict[str, Any]]:
@@ -81,7 +102,12 @@ def _torchvision_model(spec: BackboneSpec) -> tuple[nn.Module, dict[str, Any]]:
     enum = torchvision.models.get_model_weights(name)
     if spec.weights == "imagenet" or spec.weights in enum.__members__:
         offline_weights_file("torchvision", name)  # places packaged files into the hub cache
-        weights = enum[spec.weights] if spec.weights in enum.__members__ else _cached_or_default(enum)
+        if "FEATURES" in spec.weights:
+            raise BackboneWeightsError(
+                f"backbone.weights={spec.weights}: that file holds trained convolutions but an untrained classifier, "
+                f"so there is nothing to explain. Use backbone.weights=imagenet or one of "
+                f"{[w.name for w in classifier_weights(enum)]}")
+        weights = enum[spec.weights] if spec.weights in enum.__members__ else imagenet_weights(name, enum)
         try:
             with _download_timeout(DOWNLOAD_TIMEOUT_S):
                 model = torchvision.models.get_model(name, weights=weights)

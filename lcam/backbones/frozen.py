@@ -141,6 +141,30 @@ class FrozenClassifier(nn.Module):
             self._dry_run()
         return int(self._num_classes)  # type: ignore[arg-type]
 
+    def linear_readout(self) -> tuple[Tensor, Tensor] | None:
+        """``(W, b)`` ``(C, K)``, ``(C,)`` when ``classify`` is global average pooling + one linear layer.
+
+        Then ``logits = W GAP(F) + b``, and ``A_c = w_c . F + b_c`` ``(h, w)`` is the class
+        activation map of class ``c`` (its spatial mean is the logit). Found as the last
+        ``nn.Linear`` of ``classify`` with ``K`` inputs and verified on a dry run with random
+        non-negative feature maps; ``None`` for any other classifier (VGG-16's fc layers, a
+        nonlinear head).
+        """
+        linears = [m for m in self.classifier_head.modules() if isinstance(m, nn.Linear)]
+        k, c = self.feature_channels, self.num_classes
+        if not linears or (linears[-1].in_features, linears[-1].out_features) != (k, c):
+            return None
+        weight, bias = linears[-1].weight.detach(), linears[-1].bias
+        bias = torch.zeros(c, device=weight.device) if bias is None else bias.detach()
+        gen = torch.Generator().manual_seed(0)
+        feats = torch.rand(2, k, 5, 3, generator=gen).to(weight.device)
+        with torch.no_grad():
+            logits = self.classify(feats.clone())
+            expected = feats.mean(dim=(2, 3)) @ weight.t() + bias
+        if not torch.allclose(logits, expected, atol=1e-4, rtol=1e-4):
+            return None
+        return weight.clone(), bias.clone()
+
     def class_name(self, index: int) -> str:
         """Human-readable name of class ``index`` (``"class <index>"`` when unknown)."""
         if self.class_names is not None and 0 <= index < len(self.class_names):

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from lcam.backbones.frozen import FrozenClassifier
 from lcam.heads import check_targets
+from lcam.maps import blur
 
 Targets = Union[None, int, Sequence[int], Tensor]
 
@@ -82,29 +83,75 @@ def chunks(total: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, total))
 
 
-#: masked images per forward pass and per CPU intra-op thread when ``batch_size`` is ``None``
-CPU_CHUNK_PER_THREAD = 4
+#: fewest masked images per forward pass on CPU when ``batch_size`` is ``None``
+CPU_CHUNK = 4
 
 
 def chunk_size(batch_size: int | None, device: torch.device | str, accelerator_default: int) -> int:
     """Masked images per forward pass: ``batch_size``, or when it is ``None`` a default for ``device``.
 
     On an accelerator the default is ``accelerator_default`` (large batches keep it busy). On CPU it
-    is ``4 x torch.get_num_threads()``, at most ``accelerator_default``: CPU convolutions gain little
-    from big batches and lose cache locality (2-core benchmark machine, one thread, per masked
-    image: MobileNetV2 14 ms at 4 per pass, 19 ms at 8, 27 ms at 16; ResNet-50 and VGG-16 flat).
-    The chunk size never changes the maps (beyond float rounding), only the speed.
+    is ``max(4, torch.get_num_threads())``, at most ``accelerator_default``: CPU convolutions gain
+    little from big batches and lose cache locality. On the 2-core benchmark machine (2 threads,
+    channels-last, ms per masked image at 4 / 8 / 16 per pass): MobileNetV2 7.8 / 10.4 / 15.4,
+    EfficientNet-Lite0 11 / 14 / 18, ResNet-50 51 / 53 / 58, VGG-16 171 / 166 / 167; one thread
+    gives the same picture. The chunk size never changes the maps (beyond float rounding).
     """
     if batch_size is not None:
         return int(batch_size)
     if torch.device(device).type != "cpu":
         return int(accelerator_default)
-    return max(1, min(int(accelerator_default), CPU_CHUNK_PER_THREAD * torch.get_num_threads()))
+    return max(1, min(int(accelerator_default), max(CPU_CHUNK, torch.get_num_threads())))
 
 
-def class_probabilities(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
-    """Softmax probability of ``targets`` ``(N,)`` for images ``(N, 3, H, W)`` -> ``(N,)``."""
-    return model(inputs).softmax(dim=1).gather(1, targets.view(-1, 1)).squeeze(1)
+#: what a masked forward pass reports for the target class
+SCORES = ("probability", "logit")
+
+
+def class_scores(model: nn.Module, inputs: Tensor, targets: Tensor, score: str = "probability") -> Tensor:
+    """Softmax probability or logit of ``targets`` ``(N,)`` for images ``(N, 3, H, W)`` -> ``(N,)``."""
+    logits = model(inputs)
+    if score == "probability":
+        logits = logits.softmax(dim=1)
+    elif score != "logit":
+        raise ValueError(f"Unknown score {score!r}; valid: {list(SCORES)}")
+    return logits.gather(1, targets.view(-1, 1)).squeeze(1)
+
+
+#: what masked-out pixels become in the inputs of the perturbation methods
+SUBSTRATES = ("mean", "black", "blur")
+
+
+def check_substrate(substrate: str) -> str:
+    """Return ``substrate`` or raise ``ValueError`` listing the valid ones."""
+    if substrate not in SUBSTRATES:
+        raise ValueError(f"Unknown substrate {substrate!r}; valid: {list(SUBSTRATES)}")
+    return substrate
+
+
+def substrate_images(images: Tensor, substrate: str, mean: Tensor) -> Tensor:
+    """What a masked-out pixel becomes, ``(B, 3, H, W)`` (a broadcast view for constant substrates).
+
+    ``mean``: the classifier's normalisation mean ``(1, 3, 1, 1)`` (the Score-CAM, SS-CAM and RISE
+    reference codes multiply the *normalised* input by the mask, so a masked pixel becomes 0 in
+    that space, i.e. the mean colour); ``black``: 0 in [0, 1] pixel space; ``blur``: the image
+    blurred with RISE's insertion kernel (:func:`lcam.maps.blur`, ``gkern(11, 5)``).
+    """
+    check_substrate(substrate)
+    if substrate == "mean":
+        return mean.to(device=images.device, dtype=images.dtype).expand_as(images)
+    if substrate == "black":
+        return torch.zeros((), device=images.device, dtype=images.dtype).expand_as(images)
+    return blur(images, fold_tails=True)
+
+
+def apply_masks(images: Tensor, substrate: Tensor, masks: Tensor) -> Tensor:
+    """``substrate + (x - substrate) (.) M``: images and substrate ``(..., 3, H, W)``, masks ``(..., H, W)`` (broadcast).
+
+    With the ``mean`` substrate this is ``norm^-1(norm(x) (.) M)``, the reference codes' masking.
+    Masks outside [0, 1] (SS-CAM type 1 adds noise to them) extrapolate the same line.
+    """
+    return substrate + (images - substrate) * masks.unsqueeze(-3)
 
 
 def check_positive(**values: float) -> None:
@@ -172,27 +219,31 @@ class Explainer(nn.Module, ABC):
         logits = self.model.classify(acts.clone())  # an in-place first op must not change ``acts``
         return acts, self.targets_for(targets, images, logits)
 
-    def masked_probabilities(self, inputs: Tensor, targets: Tensor) -> Tensor:
-        """Softmax probability of ``targets`` ``(N,)`` for the method's own inputs ``(N, 3, H, W)`` -> ``(N,)``.
+    def masked_probabilities(self, inputs: Tensor, targets: Tensor, score: str = "probability") -> Tensor:
+        """Softmax probability (or logit) of ``targets`` ``(N,)`` for the method's own inputs ``(N, 3, H, W)`` -> ``(N,)``.
 
         Perturbation methods build their inputs (masked or noisy copies), so they also choose the
         memory layout the classifier runs them in: channels-last where the method has
-        ``channels_last = True``. Channels-last convolutions are faster on CPU (oneDNN; about
-        1.1-1.4x per pass for VGG-16 and MobileNetV2 on the 2-core benchmark machine, see
-        ``benchmarks/explainers.py``) and give the same probabilities up to float rounding. A
+        ``channels_last = True``. Channels-last convolutions are faster on CPU (oneDNN, 2-core
+        benchmark machine: MobileNetV2 1.2x per pass at 4 per pass, 1.6x at 8; VGG-16 about 1.2x;
+        ResNet-50 about 1.05x) and give the same probabilities up to float rounding. A
         classifier that cannot take them (a ``.view()`` on its feature maps) falls back to the
         default layout with a warning.
         """
         if getattr(self, "channels_last", False):
             try:
-                return class_probabilities(self.model, inputs.contiguous(memory_format=torch.channels_last), targets)
+                return class_scores(self.model, inputs.contiguous(memory_format=torch.channels_last), targets, score)
             except RuntimeError as err:
                 if "view" not in str(err):
                     raise
                 self.channels_last = False
                 warnings.warn(f"{type(self).__name__}: the classifier cannot run channels-last inputs ({err}); "
                               "using the default memory layout (set channels_last=false to silence this)", stacklevel=2)
-        return class_probabilities(self.model, inputs, targets)
+        return class_scores(self.model, inputs, targets, score)
+
+    def substrate_for(self, images: Tensor) -> Tensor:
+        """The masked-out pixels of ``images`` ``(B, 3, H, W)`` for this method's ``substrate`` setting."""
+        return substrate_images(images, self.substrate, self.model.mean)
 
     def settings(self) -> dict[str, Any]:
         """The constructor settings of this instance (for logs and ``repr``)."""

@@ -30,12 +30,16 @@ from lcam.maps import blur, normalize_then_upsample
 def gradcampp_weights(acts: Tensor, g1: Tensor, g2: Tensor, g3: Tensor) -> Tensor:
     """Grad-CAM++ channel weights from the first three gradient orders.
 
-    With the exponential trick of the paper (``S = exp(Y_c)``), the second and third derivatives
-    of ``S`` are ``exp(Y_c) g^2`` and ``exp(Y_c) g^3``; ``exp(Y_c)`` cancels in ``alpha`` and only
-    rescales the weights (removed by normalisation)::
+    The paper's Eq. 19, with the exponential trick (``S = exp(Y_c)``): the second and third
+    derivatives of ``S`` are ``exp(Y_c) g^2`` and ``exp(Y_c) g^3``; ``exp(Y_c)`` cancels in
+    ``alpha`` and only rescales the weights (removed by normalisation)::
 
-        alpha = g^2 / (2 g^2 + sum_ab A_ab g^3)     (0 where the denominator is 0)
-        w_k   = sum_ab alpha_ab * ReLU(g_ab)
+        alpha_ij = g_ij^2 / (2 g_ij^2 + (sum_ab A_ab) g_ij^3)     (0 where the denominator is 0)
+        w_k      = sum_ij alpha_ij * ReLU(g_ij)
+
+    The denominator multiplies the *sum of the activations* by the gradient at ``(i, j)``; it is
+    not ``sum_ab A_ab g_ab^3`` (the two agree only for a spatially constant gradient, i.e. global
+    average pooling + linear, not on VGG-16). pytorch-grad-cam and torchcam compute Eq. 19 too.
 
     Args:
         acts: ``A`` ``(B, K, h, w)``.
@@ -44,7 +48,7 @@ def gradcampp_weights(acts: Tensor, g1: Tensor, g2: Tensor, g3: Tensor) -> Tenso
     Returns:
         ``(B, K)`` weights.
     """
-    denom = 2.0 * g2 + (acts * g3).sum(dim=(2, 3), keepdim=True)
+    denom = 2.0 * g2 + acts.sum(dim=(2, 3), keepdim=True) * g3
     alpha = g2 / torch.where(denom != 0, denom, torch.ones_like(denom))
     return (alpha * g1.clamp(min=0)).sum(dim=(2, 3))
 

@@ -6,7 +6,8 @@ upsampled to ``(s + 1) * cell`` pixels (``cell = ceil(H / s)``), shifted by a ra
 
     S = sum_i p_c(x (.) M_i) M_i / (N p),   map = minmax(S)
 
-with ``p_c`` the softmax probability. The masks are drawn once per explainer from ``seed`` (per
+with ``p_c`` the softmax probability. Masked-out pixels take the ``substrate``: the dataset mean
+by default (the RISE code multiplies the *normalised* image by the mask), or black, or a blur. The masks are drawn once per explainer from ``seed`` (per
 image size and device), kept on the device and reused for every image; images and masks are
 streamed through the classifier ``batch_size`` masked images at a time (channels-last layout by
 default: faster convolutions on CPU, same scores up to float rounding).
@@ -23,7 +24,9 @@ from lcam.backbones.frozen import FrozenClassifier
 from lcam.explainers.base import (
     Explainer,
     Targets,
+    apply_masks,
     check_positive,
+    check_substrate,
     chunk_size,
     chunks,
     make_generator,
@@ -39,8 +42,10 @@ class RISE(Explainer):
         n_masks: ``N``, random masks (paper: 4000 for VGG-16, 8000 for ResNet-50).
         s: grid side.
         p: probability of keeping a grid cell, in (0, 1).
+        substrate: what masked-out pixels become: ``"mean"`` (the RISE code), ``"black"`` or
+            ``"blur"`` (see :func:`~lcam.explainers.base.substrate_images`).
         batch_size: masked images per forward pass (several masks of several images); ``None``: 64
-            on an accelerator, ``4 x threads`` on CPU (see :func:`~lcam.explainers.base.chunk_size`).
+            on an accelerator, ``max(4, threads)`` on CPU (see :func:`~lcam.explainers.base.chunk_size`).
         seed: seed of the masks.
         channels_last: run the masked images in channels-last memory layout (same maps up to
             float rounding; faster convolutions on CPU).
@@ -51,7 +56,8 @@ class RISE(Explainer):
     accelerator_batch_size: int = 64
 
     def __init__(self, model: FrozenClassifier, n_masks: int = 4000, s: int = 7, p: float = 0.5,
-                 batch_size: int | None = None, seed: int = 0, channels_last: bool = True) -> None:
+                 substrate: str = "mean", batch_size: int | None = None, seed: int = 0,
+                 channels_last: bool = True) -> None:
         super().__init__(model)
         check_positive(n_masks=n_masks, s=s)
         if batch_size is not None:
@@ -59,6 +65,7 @@ class RISE(Explainer):
         if not 0.0 < p < 1.0:
             raise ValueError(f"p must be in (0, 1), got {p}")
         self.n_masks, self.s, self.p = int(n_masks), int(s), float(p)
+        self.substrate = check_substrate(substrate)
         self.batch_size = None if batch_size is None else int(batch_size)
         self.seed = int(seed)
         self.channels_last = bool(channels_last)
@@ -97,7 +104,8 @@ class RISE(Explainer):
             logits = self.model(images) if targets is None else None
             t = self.targets_for(targets, images, logits)
             size = self.masked_batch_size(images.device)
-            groups = [self.weighted_mask_sum(images[part], t[part], masks, size) for part in chunks(b, size)]
+            substrate = self.substrate_for(images)
+            groups = [self.weighted_mask_sum(images[part], substrate[part], t[part], masks, size) for part in chunks(b, size)]
         self.last_forward_passes = self.n_masks
         return upsample_then_normalize(torch.cat(groups) / (self.n_masks * self.p), (h, w))
 
@@ -105,14 +113,15 @@ class RISE(Explainer):
         """Masked images per forward pass on ``device`` (``batch_size`` or its device default)."""
         return chunk_size(self.batch_size, device, self.accelerator_batch_size)
 
-    def weighted_mask_sum(self, images: Tensor, targets: Tensor, masks: Tensor, size: int) -> Tensor:
-        """``sum_i p_c(x (.) M_i) M_i``: images ``(b, 3, H, W)`` (``b <= size``), targets ``(b,)``,
-        masks ``(N, H, W)`` -> ``(b, H, W)``; ``size // b`` masks per forward pass."""
+    def weighted_mask_sum(self, images: Tensor, substrate: Tensor, targets: Tensor, masks: Tensor, size: int) -> Tensor:
+        """``sum_i p_c(x (.) M_i) M_i``: images and substrate ``(b, 3, H, W)`` (``b <= size``),
+        targets ``(b,)``, masks ``(N, H, W)`` -> ``(b, H, W)``; ``size // b`` masks per forward pass."""
         b = images.shape[0]
         sal = torch.zeros(b, *masks.shape[1:], device=images.device)
         for part in chunks(masks.shape[0], max(1, size // b)):
-            m = masks[part]  # (n, H, W)
-            inputs = (images.unsqueeze(1) * m.to(images.dtype).unsqueeze(1).unsqueeze(0)).flatten(0, 1)
+            m = masks[part].to(images.dtype)  # (n, H, W)
+            # (b, n, 3, H, W) by broadcasting, as apply_masks: substrate + (x - substrate) (.) M
+            inputs = apply_masks(images.unsqueeze(1), substrate.unsqueeze(1), m.unsqueeze(0)).flatten(0, 1)
             probs = self.masked_probabilities(inputs, targets.repeat_interleave(m.shape[0]))
             sal += torch.einsum("bn,nhw->bhw", probs.float().view(b, -1), m)
         return sal

@@ -1,8 +1,10 @@
 """Insertion / deletion AUC (RISE, REFERENCE section 3), batched.
 
-Deletion starts from the image and replaces its pixels, most salient first, by a *substrate*
-(zeros by default, or a blurred copy); insertion starts from the substrate (a blurred copy by
-default) and puts the image's pixels back, most salient first. After each of ``n_steps`` steps
+Deletion starts from the image and replaces its pixels, most salient first, by a *substrate*;
+insertion starts from the substrate and puts the image's pixels back, most salient first.
+Substrates: ``mean`` (the classifier's normalisation mean, i.e. 0 in the normalised tensor, as
+the RISE code deletes; the deletion default), ``zero`` (black in [0, 1] pixel space), ``blur``
+(a blurred copy; the insertion default). After each of ``n_steps`` steps
 the softmax probability of the target class is recorded; the score is the area under that curve
 over the fraction of pixels changed, ``x`` in [0, 1], by the trapezoid rule (deletion: lower is
 better; insertion: higher is better).
@@ -12,9 +14,12 @@ from 0 to all pixels (RISE at 224 px: ``n_steps = 224``, one row of pixels per s
 ties are broken by pixel index (stable sort). All ``(image, step)`` inputs of a batch are
 streamed through the classifier ``batch_size`` at a time.
 
-Blur: the RISE code blurs with ``gkern(klen=11, nsig=5)``, a kernel of 11 taps spanning +-5
-standard deviations, i.e. a Gaussian of ``sigma = 11 / (2 * 5) = 1.1`` pixels (not 5 pixels).
-:func:`lcam.maps.blur` takes ``sigma`` in pixels; the defaults here reproduce the RISE substrate.
+Blur: the RISE code blurs with ``gkern(klen=11, nsig=5)``: an 11 x 11 kernel made by smoothing a
+delta with a Gaussian of sigma 5 px (scipy's ``gaussian_filter``, tails folded back into the
+window), nearly a box filter. The substrate here uses that very kernel
+(:func:`lcam.maps.gaussian_kernel1d` with ``fold_tails=True``, tested against scipy). One
+difference remains: RISE convolves the *normalised* tensor with zero padding, so its 5-px border
+blends towards the mean colour; here the border is replicated.
 """
 from __future__ import annotations
 
@@ -27,14 +32,20 @@ from torchmetrics import Metric
 from lcam.maps import RISE_BLUR_KERNEL, RISE_BLUR_SIGMA, blur, gaussian_kernel1d  # noqa: F401 - re-exported
 
 MODES = ("insertion", "deletion")
-SUBSTRATES = ("zero", "blur")
+SUBSTRATES = ("mean", "zero", "blur")
+DEFAULT_SUBSTRATES = {"deletion": "mean", "insertion": "blur"}
 
 
-def _substrate(images: Tensor, kind: str, kernel_size: int, sigma: float) -> Tensor:
+def _substrate(images: Tensor, kind: str, kernel_size: int, sigma: float, mean: Tensor | None) -> Tensor:
     if kind == "zero":
         return torch.zeros_like(images)
     if kind == "blur":
-        return blur(images, kernel_size, sigma)
+        return blur(images, kernel_size, sigma, fold_tails=True)
+    if kind == "mean":
+        if mean is None:
+            raise ValueError("substrate 'mean' needs the classifier's normalisation mean: pass a classifier with a "
+                             "`mean` buffer, mean=(r, g, b), or choose substrate='zero'")
+        return torch.as_tensor(mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1).expand_as(images)
     raise ValueError(f"Unknown substrate {kind!r}; valid: {list(SUBSTRATES)}")
 
 
@@ -57,6 +68,7 @@ def insertion_deletion_curves(
     batch_size: int = 64,
     blur_kernel: int = RISE_BLUR_KERNEL,
     blur_sigma: float = RISE_BLUR_SIGMA,
+    mean: Tensor | Sequence[float] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Per-image probability curves of insertion or deletion.
 
@@ -67,9 +79,11 @@ def insertion_deletion_curves(
         targets: ``(B,)`` class ids.
         mode: ``"deletion"`` or ``"insertion"``.
         n_steps: number of steps (curves have ``n_steps + 1`` points).
-        substrate: ``"zero"`` or ``"blur"``; ``None``: zero for deletion, blur for insertion (RISE).
+        substrate: ``"mean"``, ``"zero"`` or ``"blur"``; ``None``: mean for deletion, blur for
+            insertion (RISE).
         batch_size: classifier inputs per forward pass (several steps of several images).
-        blur_kernel, blur_sigma: the blurred substrate (sigma in pixels).
+        blur_kernel, blur_sigma: the blurred substrate (``gkern(blur_kernel, blur_sigma)``, sigma in pixels).
+        mean: the ``mean`` substrate's colour, 3 values in [0, 1]; ``None``: ``model.mean``.
 
     Returns:
         ``(x, probs)``: ``x`` ``(B, n_steps + 1)`` fraction of pixels changed in [0, 1], and
@@ -80,8 +94,10 @@ def insertion_deletion_curves(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     b, _, h, w = images.shape
-    kind = substrate or ("zero" if mode == "deletion" else "blur")
-    other = _substrate(images, kind, blur_kernel, blur_sigma)
+    kind = substrate or DEFAULT_SUBSTRATES[mode]
+    if mean is None:
+        mean = getattr(model, "mean", None)
+    other = _substrate(images, kind, blur_kernel, blur_sigma, mean)
     start, finish = (images, other) if mode == "deletion" else (other, images)
     # rank[b, p] = position of pixel p in descending saliency order
     order = maps.reshape(b, -1).argsort(dim=1, descending=True, stable=True)
@@ -119,9 +135,9 @@ class InsertionDeletion(Metric):
         modes: any of ``"insertion"``, ``"deletion"``.
         n_steps: steps per curve.
         batch_size: classifier inputs per forward pass.
-        deletion_substrate: ``"zero"`` (RISE) or ``"blur"``.
-        insertion_substrate: ``"blur"`` (RISE) or ``"zero"``.
-        blur_kernel, blur_sigma: the blurred substrate (defaults: RISE's, sigma 1.1 px).
+        deletion_substrate: ``"mean"`` (RISE: 0 in the normalised tensor), ``"zero"`` or ``"blur"``.
+        insertion_substrate: ``"blur"`` (RISE), ``"mean"`` or ``"zero"``.
+        blur_kernel, blur_sigma: the blurred substrate (defaults: RISE's ``gkern(11, 5)``).
     """
 
     full_state_update = False
@@ -133,7 +149,7 @@ class InsertionDeletion(Metric):
         modes: Sequence[str] = MODES,
         n_steps: int = 224,
         batch_size: int = 64,
-        deletion_substrate: str = "zero",
+        deletion_substrate: str = "mean",
         insertion_substrate: str = "blur",
         blur_kernel: int = RISE_BLUR_KERNEL,
         blur_sigma: float = RISE_BLUR_SIGMA,

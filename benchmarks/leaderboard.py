@@ -1,0 +1,193 @@
+"""The real-photo leaderboard: the paper's Table-1 layout for every method on real photos.
+
+Each method runs once per dataset and leaves its per-image confidences in
+``benchmarks/results/leaderboard/<dataset>/<key>.json`` (so slow methods can run in the
+background, one at a time); ``--report`` assembles the table, paired 95 % bootstrap intervals of
+the L-CAM rows against Grad-CAM / Grad-CAM++, and a figure of maps side by side::
+
+    python -m benchmarks.leaderboard --dataset imagenette --methods gradcam gradcampp \
+        --img-ckpt outputs/lcam_img_imagenette/runs/<run>/checkpoints/last.ckpt lcam_img
+    python -m benchmarks.leaderboard --dataset imagenette --subset 200 --methods scorecam rise
+    python -m benchmarks.leaderboard --dataset imagenette --report
+
+Datasets (``../shared/data``): ``imagenette`` = imagenette-subset/val (1000 photos, 10 classes),
+``imagenet1300`` = imagenet-val-1300 (1300 ILSVRC-2012 validation photos, 725 classes). The
+classifier is the offline EfficientNet-Lite0; every method explains its top-1 class. ``--subset N``
+runs on a seeded subset of N photos (the same subset for every method with the same N), and the
+report lists each subset's rows together, so rows compare like with like. Perturbation methods run
+at the paper's counts (Score-CAM on all live channels, SS-CAM N = 10, RISE 4000 masks).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from lcam.backbones import build_backbone
+from lcam.data.transforms import eval_transform
+from lcam.explainers import build_explainer
+from lcam.metrics import DEFAULT_THRESHOLDS, explanation_confidence
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "benchmarks" / "results"
+
+#: key -> (label, explainer config); L-CAM keys take their checkpoint from --img-ckpt / --fm-ckpt
+METHODS: dict[str, tuple[str, dict[str, Any]]] = {
+    "lcam_img": ("L-CAM-Img", {"name": "lcam"}),
+    "lcam_fm": ("L-CAM-Fm", {"name": "lcam"}),
+    "gradcam": ("Grad-CAM", {"name": "gradcam"}),
+    "gradcampp": ("Grad-CAM++", {"name": "gradcampp"}),
+    "smoothgradcampp": ("Smooth Grad-CAM++", {"name": "smoothgradcampp"}),
+    "xgradcam": ("XGrad-CAM", {"name": "xgradcam"}),
+    "guidedcam": ("Guidance-map CAM", {"name": "guidedcam"}),
+    "scorecam": ("Score-CAM", {"name": "scorecam"}),
+    "scorecam_prob": ("Score-CAM (prob.)", {"name": "scorecam", "weighting": "probability"}),
+    "sscam1": ("SS-CAM (1)", {"name": "sscam1"}),
+    "sscam2": ("SS-CAM (2)", {"name": "sscam2"}),
+    "rise": ("RISE", {"name": "rise", "n_masks": 4000}),
+}
+ONE_PASS = ("lcam_img", "lcam_fm", "gradcam", "gradcampp", "xgradcam", "guidedcam")
+
+
+def dataset_files(name: str) -> list[Path]:
+    """The photos of a dataset, in a fixed order."""
+    if name == "imagenette":
+        return sorted((SHARED / "imagenette-subset" / "val").glob("*/*.JPEG"))
+    if name == "imagenet1300":
+        lines = (SHARED / "imagenet-val-1300" / "labels.txt").read_text().split("\n")
+        return [SHARED / "imagenet-val-1300" / "images" / ln.split()[0] for ln in lines if ln.strip()]
+    raise ValueError(f"Unknown dataset {name!r}; valid: imagenette, imagenet1300")
+
+
+def pick(files: list[Path], subset: int | None, seed: int = 0) -> list[Path]:
+    """All files, or a seeded subset of ``subset`` of them (in the files' order)."""
+    if not subset or subset >= len(files):
+        return files
+    idx = sorted(random.Random(seed).sample(range(len(files)), subset))
+    return [files[i] for i in idx]
+
+
+def run_method(key: str, files: list[Path], model: Any, ckpts: dict[str, str], batch: int) -> dict[str, Any]:
+    label, cfg = METHODS[key]
+    if cfg["name"] == "lcam":
+        if not ckpts.get(key):
+            raise SystemExit(f"{key} needs its checkpoint: --{key.split('_')[1]}-ckpt PATH")
+        cfg = {**cfg, "ckpt_path": ckpts[key]}
+    explainer = build_explainer(cfg, model)
+    tf = eval_transform(256, 224, model.spec.interpolation or "bilinear")
+    ys, os_, fws, seconds = [], [], [], 0.0
+    for start in range(0, len(files), batch):
+        images = torch.stack([tf(Image.open(p).convert("RGB")) for p in files[start:start + batch]])
+        with torch.no_grad():
+            targets = model(images).argmax(1)
+        t0 = time.perf_counter()
+        maps = explainer(images, targets)
+        seconds += time.perf_counter() - t0
+        fws.append(explainer.last_forward_passes)
+        y, o = explanation_confidence(model, images, maps, targets, DEFAULT_THRESHOLDS)
+        ys += y.tolist()
+        os_ += o.tolist()
+        print(f"\r{label}: {start + len(images)}/{len(files)}", end="", flush=True)
+    print()
+    return {"key": key, "label": label, "settings": {k: v for k, v in cfg.items() if k != "ckpt_path"},
+            "ckpt": ckpts.get(key), "files": [p.name for p in files], "y": ys, "o": os_,
+            "fw": float(np.mean(fws)), "seconds_per_image": seconds / len(files)}
+
+
+def scores(entry: dict[str, Any]) -> dict[str, float]:
+    """AD/IC at every threshold (the L-CAM paper's formulas), in %."""
+    y, o = np.array(entry["y"])[:, None], np.array(entry["o"])
+    drop, inc = 100 * np.clip(y - o, 0, None) / y, 100 * (o > y)
+    out = {}
+    for i, t in enumerate(DEFAULT_THRESHOLDS):
+        tag = f"{int(round(100 * t))}"
+        out[f"AD{tag}"], out[f"IC{tag}"] = float(drop[:, i].mean()), float(inc[:, i].mean())
+    return out
+
+
+def paired_ci(a: dict[str, Any], b: dict[str, Any], n: int = 5000, seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """Mean and 95 % bootstrap interval of ``a - b`` per image for AD100 and IC100 (same photos)."""
+    assert a["files"] == b["files"], "paired intervals need the same photos"
+    ya, oa, yb, ob = (np.array(v) for v in (a["y"], [r[0] for r in a["o"]], b["y"], [r[0] for r in b["o"]]))
+    diffs = {"AD100": 100 * (np.clip(ya - oa, 0, None) / ya - np.clip(yb - ob, 0, None) / yb),
+             "IC100": 100 * ((oa > ya).astype(float) - (ob > yb).astype(float))}
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(ya), (n, len(ya)))
+    return {k: (float(d.mean()), float(np.percentile(d[idx].mean(1), 2.5)), float(np.percentile(d[idx].mean(1), 97.5)))
+            for k, d in diffs.items()}
+
+
+def report(dataset: str, out_dir: Path) -> str:
+    entries = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))]
+    groups: dict[int, list[dict[str, Any]]] = {}
+    for e in entries:
+        groups.setdefault(len(e["files"]), []).append(e)
+    order = list(METHODS)
+    lines = [f"## Real-photo leaderboard: {dataset}, EfficientNet-Lite0 (offline), top-1 class", ""]
+    for n in sorted(groups, reverse=True):
+        rows = sorted(groups[n], key=lambda e: order.index(e["key"]) if e["key"] in order else 99)
+        lines += [f"### {n} photos", "", "| method | AD100 | IC100 | AD50 | IC50 | AD15 | IC15 | #FW | s/img |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for e in rows:
+            s = scores(e)
+            lines.append(f"| {e['label']} | " + " | ".join(f"{s[k]:.2f}" for k in ("AD100", "IC100", "AD50", "IC50", "AD15", "IC15"))
+                         + f" | {e['fw']:.0f} | {e['seconds_per_image']:.3f} |")
+        by_key = {e["key"]: e for e in rows}
+        pairs = [(a, b) for a in ("lcam_img", "lcam_fm") for b in ("gradcam", "gradcampp") if a in by_key and b in by_key]
+        if pairs:
+            lines += ["", "Paired differences (L-CAM minus baseline, same photos; mean [95 % bootstrap interval]; "
+                      "AD100 lower is better, IC100 higher is better):", ""]
+            for a, b in pairs:
+                ci = paired_ci(by_key[a], by_key[b])
+                lines.append(f"- {by_key[a]['label']} - {by_key[b]['label']}: AD100 {ci['AD100'][0]:+.2f} "
+                             f"[{ci['AD100'][1]:+.2f}, {ci['AD100'][2]:+.2f}], IC100 {ci['IC100'][0]:+.2f} "
+                             f"[{ci['IC100'][1]:+.2f}, {ci['IC100'][2]:+.2f}]")
+        ckpts = {e["key"]: e["ckpt"] for e in rows if e.get("ckpt")}
+        if ckpts:
+            lines += ["", "Checkpoints: " + ", ".join(f"{k}: `{v}`" for k, v in ckpts.items())]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=["imagenette", "imagenet1300"], default="imagenette")
+    parser.add_argument("--methods", nargs="*", default=[], choices=sorted(METHODS))
+    parser.add_argument("--subset", type=int, help="a seeded subset of this many photos")
+    parser.add_argument("--img-ckpt")
+    parser.add_argument("--fm-ckpt")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--tag", default="", help="suffix of the result files (e.g. a training step)")
+    parser.add_argument("--report", action="store_true")
+    parser.add_argument("--out", default=str(RESULTS / "leaderboard"))
+    args = parser.parse_args()
+    out_dir = Path(args.out) / args.dataset
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if args.methods:
+        spec = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "backbone" / "efficientnet_lite0.yaml"))
+        model = build_backbone(spec)
+        files = pick(dataset_files(args.dataset), args.subset)
+        for key in args.methods:
+            entry = run_method(key, files, model, {"lcam_img": args.img_ckpt, "lcam_fm": args.fm_ckpt}, args.batch)
+            name = f"{key}{args.tag}_{len(files)}.json"
+            (out_dir / name).write_text(json.dumps(entry))
+            s = scores(entry)
+            print(f"{entry['label']} ({len(files)} photos): AD100 {s['AD100']:.2f} IC100 {s['IC100']:.2f} "
+                  f"AD50 {s['AD50']:.2f} IC50 {s['IC50']:.2f} #FW {entry['fw']:.0f} {entry['seconds_per_image']:.3f} s/img")
+    if args.report:
+        text = report(args.dataset, out_dir)
+        (Path(args.out).parent / f"leaderboard_{args.dataset}.md").write_text(text)
+        print(text)
+
+
+if __name__ == "__main__":
+    main()
