@@ -29,7 +29,7 @@ BACKBONE_PREFIX = "backbone."
 
 DEFAULT_OPTIMIZER = {"lr": 0.01, "bias_lr_mult": 2.0, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}
 DEFAULT_SCHEDULER = {"gamma": 0.75}
-HEAD_INITS = ("random", "classifier")
+HEAD_INITS = ("auto", "random", "classifier")
 
 
 class LCAM(pl.LightningModule):
@@ -48,15 +48,16 @@ class LCAM(pl.LightningModule):
         channels_last: run the backbone in channels-last memory format.
         compile_backbone: ``torch.compile`` the frozen backbone's halves.
         init: the head's starting weights: ``"random"`` (PyTorch's default for a 1x1 convolution,
-            the paper's recipes) or ``"classifier"`` (a classifier ending in global average pooling
+            the paper's recipes), ``"classifier"`` (a classifier ending in global average pooling
             + linear: each class map starts as its class activation map ``w_c . F + b_c``, so
-            classes the head never trains on still get a sensible map).
+            classes the head never trains on still get a sensible map) or ``"auto"`` (classifier
+            where the classifier allows it, random elsewhere).
     """
 
     def __init__(self, backbone: dict[str, Any] | FrozenClassifier, variant: str = "img", loss: dict[str, float] | None = None,
                  optimizer: dict[str, Any] | None = None, scheduler: dict[str, Any] | None = None,
                  targets: str = "model", thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-                 channels_last: bool = False, compile_backbone: bool = False, init: str = "random") -> None:
+                 channels_last: bool = False, compile_backbone: bool = False, init: str = "auto") -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"model.variant must be one of {VARIANTS}, got '{variant}'")
@@ -93,6 +94,8 @@ class LCAM(pl.LightningModule):
         if init == "random":
             return
         readout = self.backbone.linear_readout()
+        if readout is None and init == "auto":
+            return
         if readout is None:
             raise ValueError(
                 f"model.init=classifier needs a classifier that ends in global average pooling + one linear layer "

@@ -103,7 +103,8 @@ def test_trained_head_map_peaks_on_the_discriminative_patch():
     images, _ = _patch_images(64)
     assert (backbone(images).argmax(1) == 1).all()
     torch.manual_seed(0)
-    model = LCAM(backbone=backbone, variant="img", optimizer={"lr": 0.5}, scheduler={"gamma": 1.0})
+    model = LCAM(backbone=backbone, variant="img", optimizer={"lr": 0.5}, scheduler={"gamma": 1.0},
+                 init="random")  # learning from scratch, not from the classifier's CAM
     before_maps, _, _ = model.saliency(images[:8])
     loader = DataLoader(TensorDataset(images, torch.full((64,), -1)), batch_size=16, shuffle=True)
     trainer = pl.Trainer(max_epochs=15, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -140,8 +141,8 @@ def test_classifier_init_gives_every_class_its_cam_on_the_real_classifier(effnet
     cam = (acts.grad.mean(dim=(2, 3))[:, :, None, None] * acts).sum(1) + readout[1][targets].view(-1, 1, 1)
     torch.testing.assert_close(maps, normalize_then_upsample(cam.detach(), (96, 96)), atol=1e-4, rtol=1e-3)
     # a random head's map for the same class is something else
-    random_maps, _, _ = LCAM(backbone=effnet)(images, targets), None, None
-    assert (random_maps - maps).abs().max() > 0.2
+    torch.testing.assert_close(LCAM(backbone=effnet)(images, targets), maps)  # init=auto picks it here
+    assert (LCAM(backbone=effnet, init="random")(images, targets) - maps).abs().max() > 0.2
 
 
 def test_classifier_init_is_refused_for_a_classifier_without_a_linear_readout():
@@ -150,6 +151,7 @@ def test_classifier_init_is_refused_for_a_classifier_without_a_linear_readout():
     backbone = FrozenClassifier(features, classify, [0.5] * 3, [0.25] * 3)
     backbone._feature_channels, backbone._num_classes = 4, 3  # the dry run uses 224 px inputs
     assert backbone.linear_readout() is None
+    LCAM(backbone=backbone)  # init=auto falls back to random
     try:
         LCAM(backbone=backbone, init="classifier")
     except ValueError as err:

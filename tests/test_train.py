@@ -86,6 +86,7 @@ def test_every_experiment_composes_and_instantiates(experiment, imagenet_root, t
     else:
         assert cfg.model.loss.area_coef == 2.0 and cfg.model.loss.tv_coef == 0.01 and cfg.model.loss.ce_coef == 1.5
     assert cfg.model.variant == ("fm" if "_fm" in experiment else "img")
+    assert cfg.model.init == "random"  # the paper's recipe, also on ResNet-50 (GAP + linear)
     dm = hydra.utils.instantiate(cfg.data, _convert_="all")
     dm.setup("fit")
     assert len(dm.train_set) == 4 and len(dm.val_set) == 4 and dm.val_set.labels == [0, 10, 20, 30]
