@@ -34,6 +34,7 @@ from PIL import Image
 from lcam.backbones import build_backbone
 from lcam.data.transforms import eval_transform
 from lcam.explainers import build_explainer
+from lcam.explainers.learned import LCAMExplainer
 from lcam.metrics import DEFAULT_THRESHOLDS, explanation_confidence
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +83,9 @@ def run_method(key: str, files: list[Path], model: Any, ckpts: dict[str, str], b
         if not ckpts.get(key):
             raise SystemExit(f"{key} needs its checkpoint: --{key.split('_')[1]}-ckpt PATH")
         cfg = {**cfg, "ckpt_path": ckpts[key]}
-    explainer = build_explainer(cfg, model)
+        explainer = LCAMExplainer(model, ckpt_path=ckpts[key])  # not in the baselines' registry
+    else:
+        explainer = build_explainer(cfg, model)
     tf = eval_transform(256, 224, model.spec.interpolation or "bilinear")
     ys, os_, fws, seconds = [], [], [], 0.0
     for start in range(0, len(files), batch):
