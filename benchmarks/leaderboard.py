@@ -65,7 +65,7 @@ def dataset_files(name: str) -> list[Path]:
         return sorted((SHARED / "imagenette-subset" / "val").glob("*/*.JPEG"))
     if name == "imagenet1300":
         lines = (SHARED / "imagenet-val-1300" / "labels.txt").read_text().split("\n")
-        return [SHARED / "imagenet-val-1300" / "images" / ln.split()[0] for ln in lines if ln.strip()]
+        return [SHARED / "imagenet-val-1300" / "images" / ln.split()[0] for ln in lines if ln.strip() and not ln.startswith("#")]
     raise ValueError(f"Unknown dataset {name!r}; valid: imagenette, imagenet1300")
 
 
