@@ -140,8 +140,8 @@ def bootstrap_ci(diff: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float,
 def compare(before_path: str, after_path: str, out_dir: Path) -> str:
     """Markdown table of before -> after per method, and the two-class figure (before | after)."""
     before, after = json.loads(Path(before_path).read_text()), json.loads(Path(after_path).read_text())
-    lines = [f"### Fidelity fixes: {before['label']} -> {after['label']} ({len(after['images'])} Imagenette val photos, "
-             f"EfficientNet-Lite0; insertion/deletion with {after['steps']} steps)", "",
+    lines = [(f"### Fidelity fixes: {before['label']} -> {after['label']} ({len(after['images'])} Imagenette val photos, "
+              f"EfficientNet-Lite0; insertion/deletion with {after['steps']} steps)"), "",
              "| method | AD100 | IC100 | AD50 | IC50 | AD15 | IC15 | deletion AUC | insertion AUC | r(helmet, shuttle) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for key, a in after["methods"].items():

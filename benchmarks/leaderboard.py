@@ -35,7 +35,7 @@ from lcam.backbones import build_backbone
 from lcam.data.transforms import eval_transform
 from lcam.explainers import build_explainer
 from lcam.explainers.learned import LCAMExplainer
-from lcam.metrics import DEFAULT_THRESHOLDS, explanation_confidence
+from lcam.metrics import DEFAULT_THRESHOLDS, AverageDropIncrease, explanation_confidence
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -107,14 +107,10 @@ def run_method(key: str, files: list[Path], model: Any, ckpts: dict[str, str], b
 
 
 def scores(entry: dict[str, Any]) -> dict[str, float]:
-    """AD/IC at every threshold (the L-CAM paper's formulas), in %."""
-    y, o = np.array(entry["y"])[:, None], np.array(entry["o"])
-    drop, inc = 100 * np.clip(y - o, 0, None) / y, 100 * (o > y)
-    out = {}
-    for i, t in enumerate(DEFAULT_THRESHOLDS):
-        tag = f"{int(round(100 * t))}"
-        out[f"AD{tag}"], out[f"IC{tag}"] = float(drop[:, i].mean()), float(inc[:, i].mean())
-    return out
+    """AD/IC at every threshold, in %, by the project's metric (:class:`lcam.metrics.AverageDropIncrease`)."""
+    metric = AverageDropIncrease(DEFAULT_THRESHOLDS)
+    metric.update(torch.tensor(entry["y"]), torch.tensor(entry["o"]))
+    return {k: float(v) for k, v in metric.compute().items()}
 
 
 def paired_ci(a: dict[str, Any], b: dict[str, Any], n: int = 5000, seed: int = 0) -> dict[str, tuple[float, float, float]]:
@@ -147,8 +143,8 @@ def report(dataset: str, out_dir: Path) -> str:
         by_key = {e["key"]: e for e in rows}
         pairs = [(a, b) for a in ("lcam_img", "lcam_fm") for b in ("gradcam", "gradcampp") if a in by_key and b in by_key]
         if pairs:
-            lines += ["", "Paired differences (L-CAM minus baseline, same photos; mean [95 % bootstrap interval]; "
-                      "AD100 lower is better, IC100 higher is better):", ""]
+            lines += ["", ("Paired differences (L-CAM minus baseline, same photos; mean [95 % bootstrap interval]; "
+                           "AD100 lower is better, IC100 higher is better):"), ""]
             for a, b in pairs:
                 ci = paired_ci(by_key[a], by_key[b])
                 lines.append(f"- {by_key[a]['label']} - {by_key[b]['label']}: AD100 {ci['AD100'][0]:+.2f} "

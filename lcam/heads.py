@@ -47,19 +47,19 @@ class AttentionHead(nn.Module):
         Returns:
             ``(B, h, w)`` pre-sigmoid maps.
         """
+        w, b = self.rows(targets, feats.dtype)
+        return torch.einsum("bk,bkhw->bhw", w, feats) + b.view(-1, 1, 1)
+
+    def block_maps(self, feats: Tensor, targets: Tensor) -> Tensor:
+        """Every sample's map for every target of the batch, ``A[:, targets]``: ``(B, K, h, w)``,
+        ``(B,)`` -> ``(B, B, h, w)`` pre-sigmoid (the official L-CAM code regularises this block)."""
+        w, b = self.rows(targets, feats.dtype)
+        return torch.einsum("ck,bkhw->bchw", w, feats) + b.view(1, -1, 1, 1)
+
+    def rows(self, targets: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """The head's weights ``(N, K)`` and biases ``(N,)`` of classes ``targets`` ``(N,)``."""
         check_targets(targets, self.num_classes)
-        w = self.conv.weight[targets, :, 0, 0]  # (B, K)
-        b = self.conv.bias[targets]  # (B,)
-        return torch.einsum("bk,bkhw->bhw", w.to(feats.dtype), feats) + b.to(feats.dtype).view(-1, 1, 1)
-
-
-def block_maps(head: AttentionHead, feats: Tensor, targets: Tensor) -> Tensor:
-    """Every sample's map for every target of the batch, ``A[:, targets]``: ``(B, K, h, w)``,
-    ``(B,)`` -> ``(B, B, h, w)`` pre-sigmoid (the official L-CAM code regularises this block)."""
-    check_targets(targets, head.num_classes)
-    w = head.conv.weight[targets, :, 0, 0]  # (B', K)
-    b = head.conv.bias[targets]  # (B',)
-    return torch.einsum("ck,bkhw->bchw", w.to(feats.dtype), feats) + b.to(feats.dtype).view(1, -1, 1, 1)
+        return self.conv.weight[targets, :, 0, 0].to(dtype), self.conv.bias[targets].to(dtype)
 
 
 def select_class(maps: Tensor, targets: Tensor) -> Tensor:

@@ -93,3 +93,29 @@ def blur(images: Tensor, kernel_size: int = RISE_BLUR_KERNEL, sigma: float = RIS
     x = F.pad(images, (pad, pad, pad, pad), mode="replicate")
     x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, kernel_size), groups=c)
     return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, kernel_size, 1), groups=c)
+
+
+#: what masked-out pixels become (perturbation explainers' masks, insertion/deletion)
+SUBSTRATES = ("mean", "black", "blur")
+
+
+def substrate_images(images: Tensor, kind: str, mean: Tensor | None = None,
+                     kernel_size: int = RISE_BLUR_KERNEL, sigma: float = RISE_BLUR_SIGMA) -> Tensor:
+    """What a masked-out pixel of ``images`` ``(B, 3, H, W)`` becomes, ``(B, 3, H, W)`` (a broadcast
+    view for the constant substrates).
+
+    ``mean``: the classifier's normalisation mean (3 values; the Score-CAM, SS-CAM and RISE
+    reference codes mask the *normalised* input, so a masked pixel becomes 0 in that space, i.e.
+    the mean colour); ``black``: 0 in [0, 1] pixel space; ``blur``: the image blurred with
+    ``gkern(kernel_size, sigma)`` (RISE's insertion substrate by default).
+    """
+    if kind == "black":
+        return torch.zeros((), device=images.device, dtype=images.dtype).expand_as(images)
+    if kind == "blur":
+        return blur(images, kernel_size, sigma, fold_tails=True)
+    if kind != "mean":
+        raise ValueError(f"Unknown substrate {kind!r}; valid: {list(SUBSTRATES)}")
+    if mean is None:
+        raise ValueError("substrate 'mean' needs the classifier's normalisation mean: pass a classifier with a "
+                         "`mean` buffer, mean=(r, g, b), or choose another substrate")
+    return torch.as_tensor(mean, device=images.device, dtype=images.dtype).reshape(1, -1, 1, 1).expand_as(images)

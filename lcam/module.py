@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from lcam.backbones import BackboneSpec, FrozenClassifier, build_backbone
-from lcam.heads import AttentionHead, block_maps, check_targets
+from lcam.heads import AttentionHead, check_targets
 from lcam.losses import LCAMLoss, LossTerms
 from lcam.maps import normalize_then_upsample, upsample
 from lcam.metrics import DEFAULT_THRESHOLDS, AverageDropIncrease, explanation_confidence
@@ -174,7 +174,7 @@ class LCAM(pl.LightningModule):
         targets = self.resolve_targets(logits0, labels)
         a = self.attention(feats, targets)
         mask = torch.sigmoid(a)
-        regularized = mask if self.loss_fn.regularize == "own" else torch.sigmoid(block_maps(self.head, feats, targets))
+        regularized = mask if self.loss_fn.regularize == "own" else torch.sigmoid(self.head.block_maps(feats, targets))
         terms = self.loss_fn(self.masked_logits(images, feats, mask), targets, regularized)
         return terms, a, logits0, targets
 

@@ -73,14 +73,12 @@ def test_out_of_range_class_names_valid_range():
 
 def test_batch_regularisation_is_the_official_block_of_maps():
     """regularize=batch: area and TV over A[:, targets] (B x B maps), TV divided by 2 B (official code)."""
-    from lcam.heads import block_maps
-
     torch.manual_seed(0)
     head = AttentionHead(6, 5)
     feats = torch.randn(3, 6, 4, 4)
     targets = torch.tensor([4, 1, 1])
     full = torch.sigmoid(head(feats))  # (B, C, h, w)
-    block = torch.sigmoid(block_maps(head, feats, targets))
+    block = torch.sigmoid(head.block_maps(feats, targets))
     torch.testing.assert_close(block, full[:, targets])
     dx = ((block[..., :, 1:] - block[..., :, :-1]) ** 2).sum()
     dy = ((block[..., 1:, :] - block[..., :-1, :]) ** 2).sum()

@@ -194,7 +194,7 @@ def test_insertion_blur_is_rise_gkern_11_5():
     # the insertion substrate of a delta image away from the border is that kernel
     image = torch.zeros(1, 3, 31, 31)
     image[:, :, 15, 15] = 1.0
-    x, probs = insertion_deletion_curves(lambda t: t[:, :, 15, 10:21].sum(1), image, torch.rand(1, 31, 31),
+    _, probs = insertion_deletion_curves(lambda t: t[:, :, 15, 10:21].sum(1), image, torch.rand(1, 31, 31),
                                          torch.tensor([0]), "insertion", n_steps=1)
     row = torch.tensor(gkern[5].numpy(), dtype=torch.float32) * 3  # blurred delta, row 15, cols 10..20, 3 colours
     torch.testing.assert_close(probs[0, 0], row.softmax(0)[0], atol=1e-5, rtol=1e-4)

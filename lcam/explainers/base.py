@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from lcam.backbones.frozen import FrozenClassifier
 from lcam.heads import check_targets
-from lcam.maps import blur
+from lcam.maps import SUBSTRATES, substrate_images
 
 Targets = Union[None, int, Sequence[int], Tensor]
 
@@ -118,31 +118,11 @@ def class_scores(model: nn.Module, inputs: Tensor, targets: Tensor, score: str =
     return logits.gather(1, targets.view(-1, 1)).squeeze(1)
 
 
-#: what masked-out pixels become in the inputs of the perturbation methods
-SUBSTRATES = ("mean", "black", "blur")
-
-
 def check_substrate(substrate: str) -> str:
-    """Return ``substrate`` or raise ``ValueError`` listing the valid ones."""
+    """Return ``substrate`` or raise ``ValueError`` listing the valid ones (:data:`lcam.maps.SUBSTRATES`)."""
     if substrate not in SUBSTRATES:
         raise ValueError(f"Unknown substrate {substrate!r}; valid: {list(SUBSTRATES)}")
     return substrate
-
-
-def substrate_images(images: Tensor, substrate: str, mean: Tensor) -> Tensor:
-    """What a masked-out pixel becomes, ``(B, 3, H, W)`` (a broadcast view for constant substrates).
-
-    ``mean``: the classifier's normalisation mean ``(1, 3, 1, 1)`` (the Score-CAM, SS-CAM and RISE
-    reference codes multiply the *normalised* input by the mask, so a masked pixel becomes 0 in
-    that space, i.e. the mean colour); ``black``: 0 in [0, 1] pixel space; ``blur``: the image
-    blurred with RISE's insertion kernel (:func:`lcam.maps.blur`, ``gkern(11, 5)``).
-    """
-    check_substrate(substrate)
-    if substrate == "mean":
-        return mean.to(device=images.device, dtype=images.dtype).expand_as(images)
-    if substrate == "black":
-        return torch.zeros((), device=images.device, dtype=images.dtype).expand_as(images)
-    return blur(images, fold_tails=True)
 
 
 def apply_masks(images: Tensor, substrate: Tensor, masks: Tensor) -> Tensor:
@@ -219,7 +199,7 @@ class Explainer(nn.Module, ABC):
         logits = self.model.classify(acts.clone())  # an in-place first op must not change ``acts``
         return acts, self.targets_for(targets, images, logits)
 
-    def masked_probabilities(self, inputs: Tensor, targets: Tensor, score: str = "probability") -> Tensor:
+    def masked_scores(self, inputs: Tensor, targets: Tensor, score: str = "probability") -> Tensor:
         """Softmax probability (or logit) of ``targets`` ``(N,)`` for the method's own inputs ``(N, 3, H, W)`` -> ``(N,)``.
 
         Perturbation methods build their inputs (masked or noisy copies), so they also choose the

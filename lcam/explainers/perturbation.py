@@ -63,7 +63,7 @@ class ScoreCAM(Explainer):
         weighting: ``"logit_softmax"`` (paper's Algorithm 1, default) or ``"probability"`` (the
             authors' public code, the L-CAM paper's Table 1).
         substrate: what masked-out pixels become: ``"mean"`` (the reference codes), ``"black"``
-            or ``"blur"`` (see :func:`~lcam.explainers.base.substrate_images`).
+            or ``"blur"`` (see :func:`lcam.maps.substrate_images`).
         batch_size: masked images per forward pass; ``None``: 32 on an accelerator, ``max(4, threads)``
             on CPU (see :func:`~lcam.explainers.base.chunk_size`).
         prune: skip all-zero channels (same weights and maps; see the module docstring).
@@ -120,11 +120,12 @@ class ScoreCAM(Explainer):
             return scores, passes
         dead = ~live
         rows = dead.any(dim=1).nonzero().flatten()  # images with pruned channels
-        if rows.numel():  # a dead channel's mask is all zero: its masked image is the substrate alone
-            base = torch.cat([self.masked_probabilities(substrate[part], targets[part], self.score).float()
-                              for part in (rows[s] for s in chunks(rows.numel(), self.masked_batch_size(images.device)))])
-            scores[rows] = torch.where(dead[rows], base.view(-1, 1), scores[rows])
-            passes += int(rows.numel())
+        # a dead channel's mask is all zero: its masked image is the substrate alone, one pass per image
+        for part in chunks(rows.numel(), self.masked_batch_size(images.device)):
+            r = rows[part]
+            base = self.masked_scores(substrate[r], targets[r], self.score).float()
+            scores[r] = torch.where(dead[r], base.view(-1, 1), scores[r])
+        passes += int(rows.numel())
         return scores.softmax(dim=1), passes
 
     def channel_scores(self, images: Tensor, substrate: Tensor, acts: Tensor, targets: Tensor, live: Tensor) -> Tensor:
@@ -142,7 +143,7 @@ class ScoreCAM(Explainer):
             for part in chunks(pairs.shape[0], size):
                 b, k = pairs[part, 0], pairs[part, 1]
                 inputs = self.masked_inputs(images[b], substrate[b], acts[b, k], gen)
-                scores[b, k] += self.masked_probabilities(inputs, targets[b], self.score).float()
+                scores[b, k] += self.masked_scores(inputs, targets[b], self.score).float()
         return scores / self.n_samples
 
     def masked_batch_size(self, device: torch.device) -> int:

@@ -7,8 +7,8 @@ upsampled to ``(s + 1) * cell`` pixels (``cell = ceil(H / s)``), shifted by a ra
     S = sum_i p_c(x (.) M_i) M_i / (N p),   map = minmax(S)
 
 with ``p_c`` the softmax probability. Masked-out pixels take the ``substrate``: the dataset mean
-by default (the RISE code multiplies the *normalised* image by the mask), or black, or a blur. The masks are drawn once per explainer from ``seed`` (per
-image size and device), kept on the device and reused for every image; images and masks are
+by default (the RISE code multiplies the *normalised* image by the mask), or black, or a blur.
+The masks are drawn once per explainer from ``seed`` (per image size and device), kept on the device and reused for every image; images and masks are
 streamed through the classifier ``batch_size`` masked images at a time (channels-last layout by
 default: faster convolutions on CPU, same scores up to float rounding).
 """
@@ -43,7 +43,7 @@ class RISE(Explainer):
         s: grid side.
         p: probability of keeping a grid cell, in (0, 1).
         substrate: what masked-out pixels become: ``"mean"`` (the RISE code), ``"black"`` or
-            ``"blur"`` (see :func:`~lcam.explainers.base.substrate_images`).
+            ``"blur"`` (see :func:`lcam.maps.substrate_images`).
         batch_size: masked images per forward pass (several masks of several images); ``None``: 64
             on an accelerator, ``max(4, threads)`` on CPU (see :func:`~lcam.explainers.base.chunk_size`).
         seed: seed of the masks.
@@ -122,6 +122,6 @@ class RISE(Explainer):
             m = masks[part].to(images.dtype)  # (n, H, W)
             # (b, n, 3, H, W) by broadcasting, as apply_masks: substrate + (x - substrate) (.) M
             inputs = apply_masks(images.unsqueeze(1), substrate.unsqueeze(1), m.unsqueeze(0)).flatten(0, 1)
-            probs = self.masked_probabilities(inputs, targets.repeat_interleave(m.shape[0]))
+            probs = self.masked_scores(inputs, targets.repeat_interleave(m.shape[0]))
             sal += torch.einsum("bn,nhw->bhw", probs.float().view(b, -1), m)
         return sal

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from lcam.maps import RISE_BLUR_KERNEL, RISE_BLUR_SIGMA, blur, gaussian_kernel1d  # noqa: F401 - re-exported
+from lcam.maps import RISE_BLUR_KERNEL, RISE_BLUR_SIGMA, blur, gaussian_kernel1d, substrate_images  # noqa: F401 - re-exported
 
 MODES = ("insertion", "deletion")
 SUBSTRATES = ("mean", "zero", "blur")
@@ -37,16 +37,13 @@ DEFAULT_SUBSTRATES = {"deletion": "mean", "insertion": "blur"}
 
 
 def _substrate(images: Tensor, kind: str, kernel_size: int, sigma: float, mean: Tensor | None) -> Tensor:
-    if kind == "zero":
-        return torch.zeros_like(images)
-    if kind == "blur":
-        return blur(images, kernel_size, sigma, fold_tails=True)
-    if kind == "mean":
-        if mean is None:
-            raise ValueError("substrate 'mean' needs the classifier's normalisation mean: pass a classifier with a "
-                             "`mean` buffer, mean=(r, g, b), or choose substrate='zero'")
-        return torch.as_tensor(mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1).expand_as(images)
-    raise ValueError(f"Unknown substrate {kind!r}; valid: {list(SUBSTRATES)}")
+    """:func:`lcam.maps.substrate_images`, with this metric's name ``zero`` for black."""
+    if kind not in SUBSTRATES:
+        raise ValueError(f"Unknown substrate {kind!r}; valid: {list(SUBSTRATES)}")
+    if kind == "mean" and mean is None:
+        raise ValueError("substrate 'mean' needs the classifier's normalisation mean: pass a classifier with a "
+                         "`mean` buffer, mean=(r, g, b), or choose substrate='zero'")
+    return substrate_images(images, "black" if kind == "zero" else kind, mean, kernel_size, sigma)
 
 
 def step_counts(num_pixels: int, n_steps: int, device: torch.device | None = None) -> Tensor:
