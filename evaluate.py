@@ -10,6 +10,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from lcam.cli_args import prepare_cli
 from lcam.evaluation.run import run_evaluation
 
 
@@ -19,4 +20,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    prepare_cli()  # data.root=~/photos as typed; start-up noise off
     main()

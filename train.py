@@ -9,6 +9,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from lcam.cli_args import prepare_cli
 from lcam.training import run_training
 
 
@@ -20,4 +21,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    prepare_cli()  # data.root=~/photos as typed; start-up noise off
     main()

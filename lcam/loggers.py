@@ -41,7 +41,9 @@ def wandb_logger(mode: str = "auto", save_dir: str = ".", **kwargs: Any) -> Wand
     kwargs.setdefault("settings", None)
     if kwargs["settings"] is None:
         kwargs.pop("settings")
-    return WandbLogger(save_dir=save_dir, offline=resolved == "offline", mode=resolved, **kwargs)
+    logger = WandbLogger(save_dir=save_dir, offline=resolved == "offline", mode=resolved, **kwargs)
+    logger._wandb_init.pop("anonymous", None)  # passed even as None, W&B >= 0.19 warns "has no effect"
+    return logger
 
 
 def wandb_sync_hint(logger: WandbLogger) -> str | None:

@@ -24,6 +24,7 @@ from lcam.data.datasets import (
 )
 from lcam.data.demo import demo_photos
 from lcam.data.transforms import eval_transform, train_transform
+from lcam.data.workers import resolve_num_workers
 
 Items = tuple[list[Any], list[int], list[str]]
 
@@ -33,19 +34,22 @@ class ImageDataModule(pl.LightningDataModule):
 
     Args:
         batch_size: images per batch (per process under DDP).
-        num_workers, pin_memory, persistent_workers: DataLoader settings.
+        num_workers, pin_memory, persistent_workers: DataLoader settings (``num_workers=None``:
+            ``min(preferred_workers, CPU cores)``).
         resize, crop, interpolation: shorter side, square crop, resize filter.
         hflip: random horizontal flips for training.
         seed: seeds the per-epoch order and augmentation of each sample.
         max_train_samples, max_val_samples: use a seeded random subset of N samples (quick runs).
     """
 
-    def __init__(self, batch_size: int = 64, num_workers: int = 4, pin_memory: bool = True,
+    preferred_workers = 4  # num_workers=None -> min(this, CPU cores)
+
+    def __init__(self, batch_size: int = 64, num_workers: int | None = None, pin_memory: bool = True,
                  persistent_workers: bool = False, resize: int = 256, crop: int = 224,
                  interpolation: str = "bilinear", hflip: bool = True, seed: int = 0,
                  max_train_samples: int | None = None, max_val_samples: int | None = None) -> None:
         super().__init__()
-        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
+        self.batch_size, self.num_workers = int(batch_size), resolve_num_workers(num_workers, self.preferred_workers)
         self.pin_memory, self.persistent_workers = bool(pin_memory), bool(persistent_workers)
         self.resize, self.crop, self.interpolation, self.hflip = int(resize), int(crop), interpolation, hflip
         self.seed = int(seed)
@@ -112,6 +116,8 @@ class ImageNetDataModule(ImageDataModule):
     Args:
         root: dataset root. train_dir, val_dir: sub-folders. val_list: optional list file.
     """
+
+    preferred_workers = 8  # JPEG decoding + resizing of full-size photos
 
     def __init__(self, root: str | None = None, train_dir: str = "train", val_dir: str = "val",
                  val_list: str | None = None, **kwargs: Any) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from lcam.cli_args import prepare_cli
 from lcam.explain.cli import exit_status
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -25,4 +26,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    prepare_cli()  # data.root=~/photos as typed; start-up noise off
     main()
