@@ -30,6 +30,17 @@ class AttentionHead(nn.Module):
         self.conv.weight.copy_(weight.view_as(self.conv.weight))
         self.conv.bias.copy_(bias)
 
+    @torch.no_grad()
+    def rescale_(self, scale: float, shift: float) -> None:
+        """``A <- scale * A + shift`` for every class (``W <- scale W``, ``b <- scale b + shift``).
+
+        With ``scale > 0`` every class map keeps its shape: its min-max normalised saliency
+        ``minmax(A_c)`` is unchanged; only where ``sigmoid(A_c)`` sits (the training mask) moves."""
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0 (a map's min-max normalisation must not flip), got {scale}")
+        self.conv.weight.mul_(scale)
+        self.conv.bias.mul_(scale).add_(shift)
+
     def forward(self, feats: Tensor) -> Tensor:
         """All class maps: ``(B, K, h, w)`` -> ``(B, C, h, w)`` (pre-sigmoid)."""
         return self.conv(feats)

@@ -22,13 +22,12 @@ from lcam.heads import AttentionHead, check_targets
 from lcam.losses import LCAMLoss, LossTerms
 from lcam.maps import normalize_then_upsample, upsample
 from lcam.metrics import DEFAULT_THRESHOLDS, AverageDropIncrease, explanation_confidence
+from lcam.optim import DEFAULT_OPTIMIZER, DEFAULT_SCHEDULER, build_optimizer, build_scheduler
 
 VARIANTS = ("img", "fm")
 TARGET_SOURCES = ("model", "label")
 BACKBONE_PREFIX = "backbone."
 
-DEFAULT_OPTIMIZER = {"lr": 0.01, "bias_lr_mult": 2.0, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}
-DEFAULT_SCHEDULER = {"gamma": 0.75}
 HEAD_INITS = ("auto", "random", "classifier")
 
 
@@ -52,12 +51,21 @@ class LCAM(pl.LightningModule):
             + linear: each class map starts as its class activation map ``w_c . F + b_c``, so
             classes the head never trains on still get a sensible map) or ``"auto"`` (classifier
             where the classifier allows it, random elsewhere).
+        calibrate: ``None`` (off, the paper) or ``{"mean": m, "std": s}``: on the first training
+            batch of a fresh run, rescale the whole head (``A <- a A + b`` for every class, ``a > 0``)
+            so that the batch's own class maps have mean ``m`` and standard deviation ``s``. The
+            maps' min-max normalised saliency does not change; what changes is where the training
+            mask ``sigmoid(A_c)`` sits. A classifier's CAM start lives on the logit scale (values
+            up to ~50 on EfficientNet-Lite0), where the sigmoid is saturated at 1 and the loss
+            has almost no gradient; calibrated, the mask starts in the sigmoid's working range.
+            Statistics are averaged over processes under DDP; a resumed run is not recalibrated.
     """
 
     def __init__(self, backbone: dict[str, Any] | FrozenClassifier, variant: str = "img", loss: dict[str, float] | None = None,
                  optimizer: dict[str, Any] | None = None, scheduler: dict[str, Any] | None = None,
                  targets: str = "model", thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-                 channels_last: bool = False, compile_backbone: bool = False, init: str = "auto") -> None:
+                 channels_last: bool = False, compile_backbone: bool = False, init: str = "auto",
+                 calibrate: dict[str, float] | None = None) -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"model.variant must be one of {VARIANTS}, got '{variant}'")
@@ -74,6 +82,8 @@ class LCAM(pl.LightningModule):
             self.hparams["backbone"] = self.backbone.spec.to_dict()
         self.head = AttentionHead(self.backbone.feature_channels, self.backbone.num_classes)
         self.init_head(init)
+        self.calibration = _check_calibration(calibrate)
+        self.calibrated = False
         self.loss_fn = LCAMLoss(**(loss or {}))
         self.variant, self.target_source = variant, targets
         self.optimizer_cfg = {**DEFAULT_OPTIMIZER, **(optimizer or {})}
@@ -178,7 +188,26 @@ class LCAM(pl.LightningModule):
         terms = self.loss_fn(self.masked_logits(images, feats, mask), targets, regularized)
         return terms, a, logits0, targets
 
+    @torch.no_grad()
+    def calibrate_head(self, images: Tensor) -> tuple[float, float]:
+        """Rescale the head so that the class maps of ``images`` ``(B, 3, H, W)`` (for their
+        top-1 classes) have the configured mean and std (see ``calibrate``); returns ``(scale, shift)``."""
+        feats, logits = self.frozen_forward(images)
+        a = self.attention(feats, logits.argmax(dim=1)).float()
+        stats = torch.stack([a.mean(), a.pow(2).mean()])
+        if self._trainer is not None and self.trainer.world_size > 1:
+            stats = self.trainer.strategy.reduce(stats, reduce_op="mean")
+        mean, std = float(stats[0]), float((stats[1] - stats[0] ** 2).clamp_min(1e-12).sqrt())
+        scale = float(self.calibration["std"]) / std
+        shift = float(self.calibration["mean"]) - scale * mean
+        self.head.rescale_(scale, shift)
+        self.calibrated = True
+        return scale, shift
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        if self.calibration is not None and not self.calibrated:
+            scale, shift = self.calibrate_head(batch[0])
+            self.log_dict({"calibration/scale": scale, "calibration/shift": shift}, rank_zero_only=True)
         terms, _, _, _ = self._step(batch)
         bs = batch[0].shape[0]
         self.log_dict({"train/ce": terms.ce.detach(), "train/area": terms.area.detach(), "train/tv": terms.tv.detach()}, batch_size=bs)
@@ -209,15 +238,11 @@ class LCAM(pl.LightningModule):
             self.log("val/score", values["AD100"] - values["IC100"], prog_bar=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        cfg = dict(self.optimizer_cfg)
-        lr, bias_mult = float(cfg.pop("lr")), float(cfg.pop("bias_lr_mult"))
-        groups = [
-            {"params": [self.head.conv.weight], "lr": lr, "name": "head.weight"},
-            {"params": [self.head.conv.bias], "lr": lr * bias_mult, "name": "head.bias"},
-        ]
-        opt = torch.optim.SGD(groups, lr=lr, **cfg)
-        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=float(self.scheduler_cfg["gamma"]))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        """``model.optimizer`` / ``model.scheduler`` by ``_target_`` (default: the paper's SGD, biases at
+        ``lr * bias_lr_mult``, per-epoch exponential decay); see :mod:`lcam.optim`."""
+        opt = build_optimizer(self.optimizer_cfg, [self.head.conv.weight], [self.head.conv.bias])
+        sched = build_scheduler(self.scheduler_cfg, opt)
+        return {"optimizer": opt, "lr_scheduler": sched} if sched else {"optimizer": opt}
 
     # -- checkpoints without the frozen backbone -----------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -226,6 +251,7 @@ class LCAM(pl.LightningModule):
             del state[key]
         if self.backbone_spec is not None:
             checkpoint["lcam_backbone"] = self.backbone_spec.to_dict()
+        checkpoint["lcam_head_calibrated"] = self.calibrated
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("lcam_backbone")
@@ -238,6 +264,8 @@ class LCAM(pl.LightningModule):
                     f"{ {k: saved.get(k) for k in keys} }, model has { {k: mine.get(k) for k in keys} }. "
                     "Use the same backbone config (e.g. the same +experiment=...) as the run that wrote it."
                 )
+        # a head saved after its calibration (or by a run without one) is never rescaled again
+        self.calibrated = bool(checkpoint.get("lcam_head_calibrated", True))
         state = checkpoint.setdefault("state_dict", {})
         for key, value in self.backbone.state_dict().items():
             state.setdefault(BACKBONE_PREFIX + key, value)
@@ -264,3 +292,17 @@ class LCAM(pl.LightningModule):
         from lcam.explain.api import explain
 
         return explain(self, images, targets=targets, k=k, method=method, **kwargs)
+
+
+def _check_calibration(calibrate: Any) -> dict[str, float] | None:
+    """``None`` or ``{"mean": float, "std": float > 0}``; anything else is a one-line error."""
+    if calibrate is None:
+        return None
+    try:
+        cfg = {"mean": float(calibrate.get("mean", 0.0)), "std": float(calibrate["std"])}
+        extra = set(calibrate) - {"mean", "std"}
+    except (AttributeError, KeyError, TypeError, ValueError):
+        cfg, extra = None, set()
+    if cfg is None or extra or not cfg["std"] > 0:
+        raise ValueError(f"model.calibrate must be null or {{mean: <float>, std: <float > 0>}}, got {calibrate!r}")
+    return cfg
