@@ -24,3 +24,19 @@ from lcam.metrics.insertion_deletion import (  # noqa: E402
 )
 
 __all__ += ["InsertionDeletion", "auc", "blur", "insertion_deletion_curves"]
+
+from lcam.metrics.localisation import (  # noqa: E402
+    LOCALISATION_COLUMNS,
+    EnergyPointingGame,
+    LocalisationMetrics,
+    MaskOverlap,
+    PointingGame,
+    WinRate,
+    ZoneTest,
+    pad_boxes,
+    random_point_hit_rate,
+    win_rate_table,
+)
+
+__all__ += ["LOCALISATION_COLUMNS", "EnergyPointingGame", "LocalisationMetrics", "MaskOverlap", "PointingGame",
+            "WinRate", "ZoneTest", "pad_boxes", "random_point_hit_rate", "win_rate_table"]

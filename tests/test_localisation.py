@@ -1,0 +1,177 @@
+"""Localisation and comparison metrics: hand-computed values on tiny maps and boxes."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from lcam.metrics.localisation import (
+    EnergyPointingGame,
+    LocalisationMetrics,
+    MaskOverlap,
+    PointingGame,
+    WinRate,
+    ZoneTest,
+    box_masks,
+    pad_boxes,
+    random_point_hit_rate,
+    win_rate_table,
+)
+
+# 4x4 maps; box (1, 1, 3, 3) covers rows 1-2 and columns 1-2 (4 pixels)
+BOX = [[1.0, 1.0, 3.0, 3.0]]
+
+
+def indicator() -> Tensor:
+    m = torch.zeros(1, 4, 4)
+    m[0, 1:3, 1:3] = 1.0
+    return m
+
+
+def run(metric, maps: Tensor, boxes, images: Tensor | None = None, targets: Tensor | None = None) -> dict:
+    b = maps.shape[0]
+    images = torch.ones(b, 3, *maps.shape[-2:]) if images is None else images
+    metric.update(images, maps, torch.zeros(b, dtype=torch.long) if targets is None else targets, pad_boxes(boxes))
+    return {k: float(v) for k, v in metric.compute().items()}
+
+
+class PixelWeightModel(nn.Module):
+    """Two classes; class-0 probability = sum(w * x[:, 0]) / sum(w) for images in [0, 1]."""
+
+    def __init__(self, weights: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("w", weights / weights.sum())
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = (x[:, 0] * self.w).sum(dim=(1, 2)).clamp(1e-7, 1 - 1e-7)
+        return torch.stack([p.log(), (1 - p).log()], dim=1)
+
+
+def test_box_mask_covers_pixel_centres_inside():
+    mask = box_masks(pad_boxes([BOX]), (4, 4))[0]
+    assert mask.sum() == 4 and mask[1:3, 1:3].all()
+    # a fractional box covers the pixels whose centres lie inside: x in [0.4, 1.6] -> columns 0 and 1
+    mask = box_masks(pad_boxes([[[0.4, 0.0, 1.6, 1.0]]]), (4, 4))[0]
+    assert mask[0].tolist() == [True, True, False, False] and mask.sum() == 2
+
+
+def test_box_indicator_map_scores_one_everywhere():
+    out = run(PointingGame(), indicator(), [BOX])
+    assert out["PG"] == 100.0
+    assert run(EnergyPointingGame(), indicator(), [BOX])["EPG"] == pytest.approx(100.0)
+    ov = run(MaskOverlap(), indicator(), [BOX])
+    assert ov["IoU"] == pytest.approx(100.0) and ov["Dice"] == pytest.approx(100.0)
+    ov = run(MaskOverlap(threshold=None, keep_top=0.25), indicator(), [BOX])
+    assert ov["IoU"] == pytest.approx(100.0)
+
+
+def test_pointing_game_tolerance_and_several_boxes():
+    m = torch.zeros(1, 4, 4)
+    m[0, 0, 0] = 1.0  # maximum at pixel centre (0.5, 0.5): 0.707 px from the box corner (1, 1)
+    assert run(PointingGame(), m, [BOX])["PG"] == 0.0
+    assert run(PointingGame(tolerance=0.7), m, [BOX])["PG"] == 0.0
+    assert run(PointingGame(tolerance=0.71), m, [BOX])["PG"] == 100.0
+    # a hit on any of several boxes counts
+    assert run(PointingGame(), m, [[*BOX, [0.0, 0.0, 1.0, 1.0]]])["PG"] == 100.0
+    # two images: one hit, one miss -> 50%
+    maps = torch.cat([indicator(), m])
+    assert run(PointingGame(), maps, [BOX, BOX])["PG"] == 50.0
+
+
+def test_images_without_boxes_are_left_out():
+    metric = PointingGame()
+    maps = torch.cat([indicator(), torch.zeros(1, 4, 4)])
+    out = run(metric, maps, [BOX, []])
+    assert out["PG"] == 100.0 and metric.count == 1 and metric.skipped == 1
+
+
+def test_energy_pointing_game_by_hand():
+    m = torch.arange(16, dtype=torch.float32).view(1, 4, 4)  # box holds 5 + 6 + 9 + 10 = 30 of 120
+    assert run(EnergyPointingGame(), m, [BOX])["EPG"] == pytest.approx(25.0)
+    assert run(EnergyPointingGame(), torch.zeros(1, 4, 4), [BOX])["EPG"] == 0.0
+
+
+def test_iou_and_dice_by_hand():
+    m = torch.zeros(1, 4, 4)
+    m[0, 0:2, 0:2] = 0.8  # 4 px, 1 of them inside the box: IoU 1/7, Dice 2/8
+    ov = run(MaskOverlap(threshold=0.5), m, [BOX])
+    assert ov["IoU"] == pytest.approx(100 / 7, abs=1e-4) and ov["Dice"] == pytest.approx(25.0)
+    assert run(MaskOverlap(threshold=0.9), m, [BOX])["IoU"] == 0.0  # nothing salient
+    # keep the top 12.5% (2 px, values 15 and 14 in row 3, outside the box) -> IoU 0
+    ramp = torch.arange(16, dtype=torch.float32).view(1, 4, 4)
+    assert run(MaskOverlap(threshold=None, keep_top=0.125), ramp, [BOX])["IoU"] == 0.0
+    # top 50% = rows 2-3 (8 px), box rows 1-2 cols 1-2: intersection 2, union 10
+    assert run(MaskOverlap(threshold=None, keep_top=0.5), ramp, [BOX])["IoU"] == pytest.approx(20.0)
+
+
+def test_random_point_baseline_is_the_covered_share():
+    boxes = pad_boxes([BOX])
+    assert float(random_point_hit_rate(boxes, (4, 4))) == pytest.approx(0.25)
+    # 0.5 px tolerance adds the 8 edge neighbours (centre 0.5 px away), not the 4 diagonal ones
+    assert float(random_point_hit_rate(boxes, (4, 4), tolerance=0.5)) == pytest.approx(12 / 16)
+
+
+def test_zone_test_by_hand():
+    weights = torch.tensor([4.0, 3.0, 2.0, 1.0]).view(4, 1).expand(4, 4)  # rows worth 16, 12, 8, 4 of 40
+    model = PixelWeightModel(weights)
+    m = torch.zeros(1, 4, 4)
+    m[0, 0] = 1.0  # salient zone = row 0
+    out = run(ZoneTest(model), m, [BOX])
+    # Y = 1; only row 0 kept: p = 16/40 -> drop 60%; row 0 removed: p = 24/40 -> drop 40%
+    assert out["ZoneKeep"] == pytest.approx(60.0, abs=1e-3)
+    assert out["ZoneDrop"] == pytest.approx(40.0, abs=1e-3)
+    assert out["ZoneKeepIC"] == 0.0 and out["ZoneDropIC"] == 0.0
+
+
+def test_win_rate_by_hand():
+    metric = WinRate(2)
+    # method 0 lower on images 0, 1; tie on 2; higher on 3 -> 2.5 of 4 = 62.5%
+    metric.update(torch.tensor([[0.1, 0.2], [0.0, 0.5], [0.3, 0.3], [0.9, 0.1]]))
+    win = metric.compute()
+    assert float(win[0, 1]) == pytest.approx(62.5) and float(win[1, 0]) == pytest.approx(37.5)
+    assert math.isnan(float(win[0, 0]))
+    names, table = win_rate_table({"a": torch.tensor([0.1, 0.2]), "b": torch.tensor([0.2, 0.3])})
+    assert names == ["a", "b"] and float(table[0, 1]) == 100.0
+    with pytest.raises(ValueError, match="same images"):
+        win_rate_table({"a": torch.tensor([0.1]), "b": torch.tensor([0.2, 0.3])})
+
+
+def test_localisation_metrics_combine_the_columns():
+    weights = torch.tensor([4.0, 3.0, 2.0, 1.0]).view(4, 1).expand(4, 4)
+    metric = LocalisationMetrics(PixelWeightModel(weights))
+    maps = torch.cat([indicator(), indicator()])
+    out = run(metric, maps, [BOX, []])
+    assert out["PG"] == 100.0 and out["EPG"] == pytest.approx(100.0) and out["IoU"] == pytest.approx(100.0)
+    # zone = rows 1-2, cols 1-2 (weights 3+3+2+2 = 10 of 40): keep -> drop 75%, context -> drop 25%
+    assert out["ZoneKeep"] == pytest.approx(75.0, abs=1e-3) and out["ZoneDrop"] == pytest.approx(25.0, abs=1e-3)
+    assert metric.box_count == 1 and metric.count == 2
+    torch.testing.assert_close(metric.image_drops(), torch.tensor([0.75, 0.75]), atol=1e-5, rtol=0)
+
+
+def test_bad_settings_and_shapes_raise():
+    with pytest.raises(ValueError, match="exactly one of threshold"):
+        MaskOverlap(threshold=0.5, keep_top=0.2)
+    with pytest.raises(ValueError, match="keep_top"):
+        MaskOverlap(threshold=None, keep_top=1.5)
+    with pytest.raises(ValueError, match="tolerance"):
+        PointingGame(tolerance=-1)
+    with pytest.raises(ValueError, match=r"boxes must be \(B=1, K, 4\)"):
+        PointingGame().update(torch.ones(1, 3, 4, 4), indicator(), torch.zeros(1), torch.zeros(1, 4))
+
+
+def test_states_merge_as_ddp_reduces_them():
+    """Two halves merged (what DDP's sum/cat reduction does) equal one metric over the whole batch."""
+    weights = torch.ones(4, 4)
+    maps = torch.rand(6, 4, 4, generator=torch.Generator().manual_seed(0))
+    boxes = [BOX, [], [[0.0, 0.0, 2.0, 4.0]], BOX, [[2.0, 2.0, 4.0, 4.0], [0.0, 0.0, 1.0, 1.0]], BOX]
+    images, targets = torch.rand(6, 3, 4, 4, generator=torch.Generator().manual_seed(1)), torch.zeros(6, dtype=torch.long)
+    whole = LocalisationMetrics(PixelWeightModel(weights))
+    whole.update(images, maps, targets, pad_boxes(boxes))
+    a, b = LocalisationMetrics(PixelWeightModel(weights)), LocalisationMetrics(PixelWeightModel(weights))
+    a.update(images[:2], maps[:2], targets[:2], pad_boxes(boxes[:2]))
+    b.update(images[2:], maps[2:], targets[2:], pad_boxes(boxes[2:]))
+    a.merge_state(b)
+    for key, value in whole.compute().items():
+        assert float(a.compute()[key]) == pytest.approx(float(value), abs=1e-4), key
