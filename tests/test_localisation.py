@@ -175,3 +175,76 @@ def test_states_merge_as_ddp_reduces_them():
     a.merge_state(b)
     for key, value in whole.compute().items():
         assert float(a.compute()[key]) == pytest.approx(float(value), abs=1e-4), key
+
+
+# -- boxes file and boxes that follow the image -----------------------------------------------------
+def _rect_photo(size: tuple[int, int], box: tuple[int, int, int, int]):
+    import numpy as np
+    from PIL import Image
+
+    a = np.zeros((size[1], size[0], 3), np.uint8)
+    a[box[1]:box[3], box[0]:box[2]] = 255
+    return Image.fromarray(a)
+
+
+def test_read_boxes_warns_once_per_bad_line(tmp_path):
+    from lcam.data.boxes import BoxWarning, read_boxes
+
+    f = tmp_path / "boxes.txt"
+    f.write_text("# name x1 y1 x2 y2\n\na.jpg 1 2 30 40\na.jpg 5 5 9 9\nb.jpg 1 2 3\nc.jpg 1 2 x 4\nd.jpg 10 2 3 4\ne.jpg 0 0 5 5\n")
+    with pytest.warns(BoxWarning) as record:
+        boxes = read_boxes(f)
+    messages = [str(w.message) for w in record]
+    assert len(messages) == 3
+    assert "boxes.txt:5: cannot parse" in messages[0] and "expected 5 fields" in messages[0]
+    assert "boxes.txt:6:" in messages[1] and "boxes.txt:7:" in messages[2] and "x2 > x1" in messages[2]
+    assert boxes.boxes["a.jpg"] == [(1, 2, 30, 40), (5, 5, 9, 9)] and boxes.lines["a.jpg"] == [3, 4]
+    assert boxes.bad == {"b.jpg", "c.jpg", "d.jpg"} and len(boxes) == 3
+    with pytest.raises(FileNotFoundError, match="boxes=/path/to/boxes.txt"):
+        read_boxes(tmp_path / "missing.txt")
+
+
+def test_boxes_follow_resize_and_centre_crop_like_the_pixels(tmp_path):
+    from lcam.data.boxes import follow_transform
+    from lcam.data.transforms import eval_transform
+
+    tf = eval_transform(resize=64, crop=48)
+    for size, box in [((100, 75), (50, 25, 65, 35)), ((60, 90), (5, 40, 30, 80)), ((80, 80), (0, 20, 80, 30))]:
+        x = tf(_rect_photo(size, box))[0]
+        ys, xs = torch.nonzero(x > 0.5, as_tuple=True)
+        moved, out_size = follow_transform(torch.tensor([box], dtype=torch.float32), size, tf)
+        assert out_size == (48, 48)
+        seen = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
+        torch.testing.assert_close(moved[0], seen, atol=1.0, rtol=0)  # the bright pixels, to a pixel
+    # a box the crop removes entirely is dropped; a box across the edge is clipped
+    moved, _ = follow_transform(torch.tensor([[0.0, 0.0, 5.0, 5.0], [0.0, 20.0, 40.0, 30.0]]), (100, 50), tf)
+    assert moved.shape == (1, 4) and float(moved[0, 0]) == 0.0
+    from torchvision import transforms as T
+
+    with pytest.raises(ValueError, match="cannot follow the transform RandomHorizontalFlip"):
+        follow_transform(torch.zeros(1, 4), (10, 10), T.Compose([T.RandomHorizontalFlip(), T.ToTensor()]))
+
+
+def test_boxed_dataset_statuses_and_batches(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from lcam.data.boxes import BAD_BOXES, NO_BOXES, OK, BoxedDataset, BoxWarning
+    from lcam.data.datasets import ImageListDataset
+    from lcam.data.transforms import eval_transform
+
+    photos = [_rect_photo((40, 40), (10, 10, 20, 20)) for _ in range(3)]
+    ds = ImageListDataset(photos, [1, 2, 3], eval_transform(resize=40, crop=40), names=["a.jpg", "b.jpg", "c.jpg"])
+    f = tmp_path / "boxes.txt"
+    f.write_text("a.jpg 10 10 20 20\na.jpg 0 0 5 5\nc.jpg 10 10 50 20\n")
+    with pytest.warns(BoxWarning, match=r"boxes.txt:3: box 10 10 50 20 lies outside the 40x40 image c.jpg"):
+        boxed = BoxedDataset(ds, f)
+    assert boxed.status == [OK, NO_BOXES, BAD_BOXES] and boxed.counts() == {OK: 1, NO_BOXES: 1, BAD_BOXES: 1}
+    images, labels, boxes = next(iter(DataLoader(boxed, batch_size=3)))
+    assert images.shape == (3, 3, 40, 40) and labels.tolist() == [1, 2, 3] and boxes.shape == (3, 2, 4)
+    torch.testing.assert_close(boxes[0], torch.tensor([[10.0, 10, 20, 20], [0, 0, 5, 5]]))
+    assert torch.isnan(boxes[1:]).all()
+    # the boxes feed the metrics directly: the rectangle's indicator map hits, image 1 and 2 are skipped
+    maps = images[:, 0]
+    metric = PointingGame()
+    metric.update(images, maps, labels, boxes)
+    assert float(metric.compute()["PG"]) == 100.0 and metric.skipped == 2
