@@ -120,3 +120,77 @@ def test_paper_backbones_get_torchvision_original_weights(tmp_path, monkeypatch)
     assert vgg.IMAGENET1K_FEATURES not in classifier_weights(vgg)
     with pytest.raises(BackboneWeightsError, match="untrained classifier.*IMAGENET1K_V1"):
         build_backbone({"name": "vgg16", "weights": "IMAGENET1K_FEATURES"})
+
+
+# -- missing weights fail fast, naming the file and where the library looks -------------------
+
+@pytest.fixture
+def empty_hf_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face hub cache, downloads switched off (as on a machine without network)."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf" / "hub"
+    cache.mkdir(parents=True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cache
+
+
+def test_missing_timm_weights_fail_fast_naming_the_hf_cache_file(empty_hf_cache):
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(BackboneWeightsError) as err:
+        build_backbone({"name": "convnext_tiny", "source": "timm"})
+    assert time.perf_counter() - start < 5.0
+    msg = str(err.value)
+    assert "model.safetensors" in msg and "timm/convnext_tiny.in12k_ft_in1k" in msg
+    assert str(empty_hf_cache / "models--timm--convnext_tiny.in12k_ft_in1k") in msg and "HF_HUB_OFFLINE" in msg
+    assert "torch" not in msg and "backbone.weights=/path/to/model.safetensors" in msg and "\n" not in msg
+
+
+def test_timm_weights_in_the_hf_cache_are_used_offline(empty_hf_cache):
+    """A file where the message says timm looks (hub cache layout) is loaded with no network."""
+    import timm
+    from safetensors.torch import save_file
+
+    from lcam.backbones.weights import timm_weights_location
+
+    torch.manual_seed(5)
+    ref = timm.create_model("resnet18", pretrained=False).eval()
+    where = timm_weights_location("resnet18")
+    assert where.source == "hf-hub" and where.cached is None and where.filenames[0] == "model.safetensors"
+    snapshot = where.cache_dir / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (where.cache_dir / "refs").mkdir()
+    (where.cache_dir / "refs" / "main").write_text("0123abcd")
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, snapshot / "model.safetensors")
+    assert timm_weights_location("resnet18").cached == snapshot / "model.safetensors"
+    b = build_backbone({"name": "resnet18", "source": "timm"})
+    x = torch.rand(1, 3, 64, 64)
+    import torchvision.transforms.functional as TF
+
+    assert torch.allclose(b(x), ref(TF.normalize(x, b.spec.mean, b.spec.std)), atol=1e-5)
+
+
+def test_missing_torchvision_weights_fail_fast_when_unreachable(tmp_path, monkeypatch):
+    import lcam.backbones.builders as builders
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(builders, "host_reachable", lambda url, timeout: False)
+    with pytest.raises(BackboneWeightsError) as err:
+        build_backbone({"name": "resnet50"})
+    msg = str(err.value)
+    assert "resnet50-0676ba61.pth" in msg and str(tmp_path / "hub" / "checkpoints") in msg
+    assert "download.pytorch.org cannot be reached" in msg
+
+
+def test_host_reachable_answers_within_its_timeout():
+    import time
+
+    from lcam.backbones.weights import host_reachable
+
+    start = time.perf_counter()
+    assert host_reachable("https://no-such-host.invalid/x", timeout=1.0) is False
+    assert host_reachable("not a url", timeout=1.0) is False
+    assert time.perf_counter() - start < 2.5

@@ -15,14 +15,20 @@ from lcam.backbones.frozen import BackboneSpec, FrozenClassifier
 from lcam.backbones.split import SplitError, default_layer, split_model
 from lcam.backbones.weights import (
     BackboneWeightsError,
+    TimmWeights,
+    host_reachable,
+    hub_offline,
     load_state_dict_file,
     offline_weights_file,
+    timm_weights_location,
     torch_hub_checkpoint_dir,
 )
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DOWNLOAD_TIMEOUT_S = 20.0
+#: seconds to find out that a download server cannot be reached (then fail at once, no retries)
+REACHABLE_TIMEOUT_S = 3.0
 
 
 def imagenet_class_names() -> list[str]:
@@ -55,13 +61,32 @@ def _download_timeout(seconds: float) -> Iterator[None]:
         socket.setdefaulttimeout(old)
 
 
-def _missing_weights(spec: BackboneSpec, expected: str, err: Exception) -> BackboneWeightsError:
+def _missing_weights(spec: BackboneSpec, expected: str, why: str) -> BackboneWeightsError:
+    """torchvision: ``expected`` is the file name torchvision downloads into the torch hub cache."""
     return BackboneWeightsError(
-        f"No pretrained weights for backbone '{spec.name}' ({spec.source}): {expected} is not available "
-        f"offline and the download failed ({type(err).__name__}: {err}). Provide the file with "
-        f"backbone.weights=/path/to/{Path(expected).name}, or place it in the cache "
-        f"(torch hub: {torch_hub_checkpoint_dir()}), or use backbone.weights=none for random weights."
+        f"No pretrained weights for backbone '{spec.name}' (torchvision): {expected} is not in the torch hub cache "
+        f"({torch_hub_checkpoint_dir()}) and {why}. Put the file there, or pass it with "
+        f"backbone.weights=/path/to/{expected}, or use backbone.weights=none for random weights."
     )
+
+
+def _missing_timm_weights(spec: BackboneSpec, where: TimmWeights, why: str) -> BackboneWeightsError:
+    fetch = (f" (on a machine with network: huggingface-cli download {where.repo_id} {where.filenames[0]}, then copy "
+             f"{where.cache_dir.name}/ into the cache)" if where.source == "hf-hub" else "")
+    return BackboneWeightsError(
+        f"No pretrained weights for backbone '{spec.name}' (timm, {where.model}): {where.describe()}; it is not there "
+        f"and {why}. Provide the file{fetch}, or pass it with backbone.weights=/path/to/{where.filenames[0]}, "
+        f"or use backbone.weights=none for random weights."
+    )
+
+
+def _cannot_download(url: str, offline: bool = False) -> str | None:
+    """Why a download from ``url`` cannot work right now (offline switch, server unreachable), else None."""
+    if offline:
+        return "downloads are switched off (HF_HUB_OFFLINE is set)"
+    if not host_reachable(url, REACHABLE_TIMEOUT_S):
+        return f"{url.split('/')[2] if '//' in url else url} cannot be reached (offline?)"
+    return None
 
 
 #: ``weights=imagenet`` for the L-CAM paper's backbones: torchvision's original weights, as the
@@ -108,11 +133,16 @@ def _torchvision_model(spec: BackboneSpec) -> tuple[nn.Module, dict[str, Any]]:
                 f"so there is nothing to explain. Use backbone.weights=imagenet or one of "
                 f"{[w.name for w in classifier_weights(enum)]}")
         weights = enum[spec.weights] if spec.weights in enum.__members__ else imagenet_weights(name, enum)
+        fname = weights.url.rsplit("/", 1)[-1]
+        if not (torch_hub_checkpoint_dir() / fname).is_file():
+            why = _cannot_download(weights.url)
+            if why:
+                raise _missing_weights(spec, fname, why)
         try:
             with _download_timeout(DOWNLOAD_TIMEOUT_S):
                 model = torchvision.models.get_model(name, weights=weights)
         except (OSError, RuntimeError) as err:
-            raise _missing_weights(spec, weights.url.rsplit("/", 1)[-1], err) from err
+            raise _missing_weights(spec, fname, f"the download failed ({type(err).__name__}: {err})") from err
         tf = weights.transforms()
         meta.update(mean=tuple(tf.mean), std=tuple(tf.std), interpolation=tf.interpolation.value)
         return model, meta
@@ -126,8 +156,19 @@ def _timm_model(spec: BackboneSpec) -> tuple[nn.Module, dict[str, Any]]:
 
     kwargs: dict[str, Any] = {}
     pretrained = spec.weights != "none"
+    where: TimmWeights | None = None
     if spec.weights == "imagenet":
         local = offline_weights_file("timm", spec.name)
+        if local is None:
+            # timm would retry the hub ~20 times over a minute when offline: look in its cache
+            # first, and fail at once when the file is not there and cannot be downloaded
+            where = timm_weights_location(spec.name)
+            if where is not None and where.cached is not None:
+                local = where.cached
+            elif where is not None:
+                why = _cannot_download(where.url, hub_offline(where.source))
+                if why:
+                    raise _missing_timm_weights(spec, where, why)
         if local is not None:
             kwargs["pretrained_cfg_overlay"] = {"file": str(local)}
     elif pretrained:
@@ -139,9 +180,9 @@ def _timm_model(spec: BackboneSpec) -> tuple[nn.Module, dict[str, Any]]:
         with _download_timeout(DOWNLOAD_TIMEOUT_S):
             model = timm.create_model(spec.name, pretrained=pretrained, **kwargs)
     except (OSError, RuntimeError) as err:
-        if not pretrained:
+        if not pretrained or where is None:
             raise
-        raise _missing_weights(spec, f"timm/{spec.name} (Hugging Face hub)", err) from err
+        raise _missing_timm_weights(spec, where, f"the download failed ({type(err).__name__}: {err})") from err
     cfg = model.pretrained_cfg
     meta = {"mean": tuple(cfg.get("mean", IMAGENET_MEAN)), "std": tuple(cfg.get("std", IMAGENET_STD)),
             "interpolation": cfg.get("interpolation", "bilinear")}

@@ -13,14 +13,140 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import socket
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlparse
 
 import torch
 
 
 class BackboneWeightsError(RuntimeError):
     """Pretrained weights are missing; the message says which file and how to provide it."""
+
+
+# -- where the libraries look, and whether they can download ------------------------------
+
+def _proxy_configured() -> bool:
+    return any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"))
+
+
+def host_reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to ``url``'s host opens within ``timeout`` seconds (DNS included).
+
+    With a proxy configured the answer is True (the proxy decides; the download then fails or
+    succeeds on its own).
+    """
+    if _proxy_configured():
+        return True
+    parsed = urlparse(url)
+    host, port = parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
+    if not host:
+        return False
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)  # getaddrinfo has no timeout of its own
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
+def hf_hub_cache_dir() -> Path:
+    """Where ``huggingface_hub`` (and so timm) keeps downloaded files: ``$HF_HUB_CACHE``,
+    ``$HF_HOME/hub`` or ``~/.cache/huggingface/hub``."""
+    try:
+        from huggingface_hub import constants
+
+        return Path(constants.HF_HUB_CACHE)
+    except ImportError:
+        home = os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")
+        return Path(os.environ.get("HF_HUB_CACHE", Path(home) / "hub"))
+
+
+@dataclass(frozen=True)
+class TimmWeights:
+    """Where timm takes the pretrained weights of one model from (see :func:`timm_weights_location`).
+
+    Attributes:
+        model: the full model name with its pretrained tag, e.g. ``convnext_tiny.in12k_ft_in1k``.
+        source: ``"hf-hub"`` (Hugging Face hub repo ``repo_id``) or ``"url"`` (torch hub cache).
+        repo_id: the hub repository (``timm/convnext_tiny.in12k_ft_in1k``); None for ``url``.
+        filenames: the files timm tries, in order (``model.safetensors``, then ``pytorch_model.bin``).
+        cache_dir: the folder timm reads them from (``<HF cache>/models--timm--<model>`` or the
+            torch hub ``checkpoints`` folder).
+        url: where a download would go.
+        cached: the first of ``filenames`` already in the cache, else None.
+    """
+
+    model: str
+    source: str
+    repo_id: str | None
+    filenames: tuple[str, ...]
+    cache_dir: Path
+    url: str
+    cached: Path | None
+
+    def describe(self) -> str:
+        """One sentence: which file timm expects and where it looks for it."""
+        if self.source == "hf-hub":
+            return (f"timm loads {self.filenames[0]} from the Hugging Face hub repo {self.repo_id} and looks for it in "
+                    f"the Hugging Face cache, {self.cache_dir}/snapshots/<revision>/{self.filenames[0]} "
+                    f"(HF_HOME or HF_HUB_CACHE move that cache)")
+        return f"timm loads {self.filenames[0]} from {self.url} and looks for it in the torch hub cache, {self.cache_dir}"
+
+
+def timm_weights_location(name: str) -> TimmWeights | None:
+    """Where timm's ``create_model(name, pretrained=True)`` gets its weights, and whether they are cached.
+
+    Mirrors timm's own resolution (a Hugging Face hub repo when the model has one and
+    ``huggingface_hub`` is installed, else the release URL), without any network access.
+    Returns None for a model timm has no pretrained weights for.
+    """
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    if cfg is None:
+        return None
+    tag = f"{cfg.architecture}.{cfg.tag}" if getattr(cfg, "tag", None) else name
+    hub_id = getattr(cfg, "hf_hub_id", None)
+    if hub_id and importlib.util.find_spec("huggingface_hub") is not None:
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        repo_id, _, revision = hub_id.partition("@")
+        first = getattr(cfg, "hf_hub_filename", None) or "pytorch_model.bin"
+        # timm tries the safetensors twin of a .bin file first (timm.models._hub._get_safe_alternatives)
+        safe = "model.safetensors" if first == "pytorch_model.bin" else first[:-4] + ".safetensors" if first.endswith(".bin") else None
+        names = (safe, first) if safe and importlib.util.find_spec("safetensors") is not None else (first,)
+        cached = None
+        for fname in names:
+            hit = try_to_load_from_cache(repo_id, fname, revision=revision or None)
+            if isinstance(hit, str) and os.path.isfile(hit):
+                cached = Path(hit)
+                break
+        folder = hf_hub_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+        return TimmWeights(tag, "hf-hub", repo_id, names, folder, f"{constants.ENDPOINT}/{repo_id}", cached)
+    url = getattr(cfg, "url", None)
+    if not url:
+        return None
+    fname = url.rsplit("/", 1)[-1]
+    local = torch_hub_checkpoint_dir() / fname
+    return TimmWeights(tag, "url", None, (fname,), torch_hub_checkpoint_dir(), url, local if local.is_file() else None)
+
+
+def hub_offline(source: str) -> bool:
+    """True when downloads for ``source`` (``"hf-hub"`` or ``"url"``) are switched off by the environment."""
+    if source == "hf-hub":
+        return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    return False
 
 
 def sha256_of(path: str | os.PathLike) -> str:
