@@ -1,0 +1,1 @@
+"""Object detectors behind one small interface, D-RISE, and detection insertion/deletion."""
