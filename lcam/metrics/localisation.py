@@ -80,13 +80,15 @@ def box_distance(points: Tensor, boxes: Tensor) -> Tensor:
     """
     valid = ~torch.isnan(boxes).any(dim=2)  # (B, K)
     b = torch.nan_to_num(boxes, nan=0.0).to(points.dtype)
-    x, y = points[..., 0:1], points[..., 1:2]  # (B, P, 1)
-    x1, y1, x2, y2 = (b[:, None, :, i] for i in range(4))  # (B, 1, K)
-    dx = (x1 - x).clamp(min=0) + (x - x2).clamp(min=0)
-    dy = (y1 - y).clamp(min=0) + (y - y2).clamp(min=0)
-    dist = torch.sqrt(dx * dx + dy * dy)  # (B, P, K)
-    dist = torch.where(valid[:, None, :], dist, torch.full_like(dist, math.inf))
-    return dist.min(dim=2).values
+    x, y = points[..., 0], points[..., 1]  # (B, P)
+    best = torch.full_like(x, math.inf)
+    for k in range(boxes.shape[1]):  # one box at a time: memory (B, P), not (B, P, K)
+        x1, y1, x2, y2 = (b[:, k, i : i + 1] for i in range(4))  # (B, 1)
+        dx = (x1 - x).clamp(min=0) + (x - x2).clamp(min=0)
+        dy = (y1 - y).clamp(min=0) + (y - y2).clamp(min=0)
+        dist = torch.where(valid[:, k : k + 1], torch.sqrt(dx * dx + dy * dy), torch.full_like(dx, math.inf))
+        best = torch.minimum(best, dist)
+    return best
 
 
 def pixel_centres(height: int, width: int, device: torch.device | None = None) -> Tensor:

@@ -1,0 +1,170 @@
+"""The localisation table: pointing game, energy pointing game, IoU/Dice, zone tests and Win% on real photos.
+
+imagenet-val-1300 (``../shared/data/imagenet-val-1300``: 1300 ILSVRC-2012 validation photos with
+their official boxes) through EfficientNet-Lite0 (offline), the one-pass methods built with
+:func:`lcam.explainers.build_explainer`, and two baselines that need no model: a uniformly random
+point (its exact expected pointing game, :func:`lcam.metrics.random_point_hit_rate`) and a
+centred Gaussian map (the "centre prior")::
+
+    nice -n 10 python -m benchmarks.localisation                     # all 1300 photos -> results/localisation.md
+    python -m benchmarks.localisation --subset 100 --methods gradcam # a quick look
+
+Every method explains the ground-truth class (``--target top1``: the classifier's top-1). Images
+go through the evaluation transform (shorter side 256, centre crop 224; ``--no-crop`` resizes the
+whole 227 px photo to 224 x 224) and the boxes follow them (:class:`lcam.data.boxes.BoxedDataset`).
+Per-method results land in ``benchmarks/results/localisation/<key>.json``; the table is written
+from all of them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Subset
+from torchvision import transforms as T
+
+from benchmarks.leaderboard import METHODS, pick
+from lcam.backbones import build_backbone
+from lcam.data.boxes import BoxedDataset
+from lcam.data.datasets import ImageListDataset, read_list_file
+from lcam.data.transforms import eval_transform
+from lcam.explainers import build_explainer
+from lcam.metrics import (
+    LocalisationMetrics,
+    PointingGame,
+    random_point_hit_rate,
+    win_rate_table,
+)
+from lcam.metrics.localisation import has_boxes
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "imagenet-val-1300"
+RESULTS = ROOT / "benchmarks" / "results"
+ONE_PASS = ("gradcam", "gradcampp", "xgradcam", "guidedcam")
+CENTRE = "centre"
+
+
+def dataset(crop: bool, subset: int | None) -> tuple[Any, BoxedDataset]:
+    files, labels = read_list_file(DATA / "labels.txt", DATA / "images")
+    # the evaluation transform, or the whole photo squashed to 224 x 224
+    tf = eval_transform(256, 224) if crop else T.Compose([T.Resize((224, 224), antialias=True), T.ToTensor()])
+    base = ImageListDataset(files, labels, tf, names=[f.name for f in files])
+    boxed = BoxedDataset(base, DATA / "boxes.txt")
+    if subset:
+        keep = set(pick(list(range(len(files))), subset))
+        return Subset(boxed, sorted(keep)), boxed
+    return boxed, boxed
+
+
+def centre_maps(b: int, h: int, w: int, sigma: float = 0.25) -> torch.Tensor:
+    """``(B, H, W)`` Gaussians centred on the image, sigma = ``sigma`` x the side."""
+    ys = (torch.arange(h) + 0.5 - h / 2) / (sigma * h)
+    xs = (torch.arange(w) + 0.5 - w / 2) / (sigma * w)
+    g = torch.exp(-0.5 * (ys[:, None] ** 2 + xs[None, :] ** 2))
+    return (g / g.max()).expand(b, h, w).clone()
+
+
+def run(key: str, data: Any, model: Any, target: str, batch: int) -> dict[str, Any]:
+    label = "centre prior" if key == CENTRE else METHODS[key][0]
+    explainer = None if key == CENTRE else build_explainer(METHODS[key][1], model)
+    loc = LocalisationMetrics(model, tolerance=0.0)
+    pg15 = PointingGame(tolerance=15.0)
+    random0 = random15 = boxed_images = 0.0
+    seconds, start = 0.0, time.perf_counter()
+    seen = 0
+    for images, labels, boxes in DataLoader(data, batch_size=batch, num_workers=0):
+        if target == "label":
+            targets = labels
+        else:
+            with torch.no_grad():
+                targets = model(images).argmax(1)
+        t0 = time.perf_counter()
+        maps = centre_maps(*images.shape[:1], *images.shape[2:]) if explainer is None else explainer(images, targets)
+        seconds += time.perf_counter() - t0
+        loc.update(images, maps, targets, boxes)
+        pg15.update(images, maps, targets, boxes)
+        ok = has_boxes(boxes)
+        size = tuple(images.shape[-2:])
+        random0 += float(random_point_hit_rate(boxes[ok], size, 0.0).sum())
+        random15 += float(random_point_hit_rate(boxes[ok], size, 15.0).sum())
+        boxed_images += float(ok.sum())
+        seen += images.shape[0]
+        print(f"\r{label}: {seen}/{len(data)}", end="", flush=True)
+    print(f"  ({time.perf_counter() - start:.0f} s)")
+    row = {k: float(v) for k, v in loc.compute().items()}
+    row["PG15"] = float(pg15.compute()["PG"])
+    return {"key": key, "label": label, "row": row, "drops": loc.image_drops().tolist(), "images": seen,
+            "boxed_images": int(boxed_images), "random_pg": 100 * random0 / max(boxed_images, 1),
+            "random_pg15": 100 * random15 / max(boxed_images, 1), "seconds_per_image": seconds / max(seen, 1),
+            "wall_s": time.perf_counter() - start, "target": target}
+
+
+COLUMNS = ("PG", "PG15", "EPG", "IoU", "Dice", "ZoneKeep", "ZoneDrop")
+
+
+def report(out_dir: Path, title: str) -> str:
+    entries = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))]
+    order = [*ONE_PASS, CENTRE]
+    entries.sort(key=lambda e: order.index(e["key"]) if e["key"] in order else 99)
+    if not entries:
+        raise SystemExit(f"No results under {out_dir}; run the methods first")
+    e0 = entries[0]
+    lines = [f"## {title}", "",
+             f"{e0['images']} photos, {e0['boxed_images']} with usable boxes; EfficientNet-Lite0 (offline); target: "
+             f"{'ground-truth class' if e0['target'] == 'label' else 'top-1 class'}. Percent. PG: maximum inside a box; "
+             "PG15: within 15 px (pointing-game paper); EPG: share of the map's energy in the boxes; IoU/Dice: map >= 0.5 "
+             "vs the boxes' union; ZoneKeep: confidence drop keeping only the map >= 0.5 zone (lower is better); "
+             "ZoneDrop: drop with that zone removed (higher is better).", "",
+             "| method | " + " | ".join(COLUMNS) + " | s/img |", "|---|" + "---|" * (len(COLUMNS) + 1)]
+    for e in entries:
+        lines.append(f"| {e['label']} | " + " | ".join(f"{e['row'][c]:.1f}" for c in COLUMNS) + f" | {e['seconds_per_image']:.3f} |")
+    lines.append(f"| random point (exact expectation) | {e0['random_pg']:.1f} | {e0['random_pg15']:.1f} | | | | | | |")
+    same = [e for e in entries if len(e["drops"]) == e0["images"]]
+    if len(same) > 1:
+        names, table = win_rate_table({e["label"]: torch.tensor(e["drops"]) for e in same})
+        lines += ["", "Win% (row beats column: share of photos where the row's confidence drop on `x * map` is "
+                  "lower; ties count half):", "", "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for i, n in enumerate(names):
+            lines.append(f"| {n} | " + " | ".join("–" if i == j else f"{float(table[i, j]):.1f}" for j in range(len(names))) + " |")
+    walls = ", ".join(f"{e['label']} {e['wall_s']:.0f} s" for e in entries)
+    lines += ["", f"Wall time per method (whole pass, 1 CPU thread, nice 10): {walls}."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--methods", nargs="+", default=[*ONE_PASS, CENTRE], choices=[*ONE_PASS, CENTRE, *METHODS])
+    ap.add_argument("--subset", type=int, default=None)
+    ap.add_argument("--target", choices=["label", "top1"], default="label")
+    ap.add_argument("--no-crop", action="store_true", help="resize the whole photo to 224 x 224 instead of 256 + centre crop")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tag", default="", help="suffix of the results folder and table (e.g. _top1)")
+    ap.add_argument("--report", action="store_true", help="only assemble the table from the saved results")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    tag = args.tag or ("" if args.target == "label" and not args.no_crop else
+                       ("_top1" if args.target == "top1" else "") + ("_nocrop" if args.no_crop else ""))
+    tag += f"_{args.subset}" if args.subset else ""
+    out_dir = RESULTS / f"localisation{tag}"
+    title = (f"Localisation on imagenet-val-1300{' (subset ' + str(args.subset) + ')' if args.subset else ''}"
+             f"{', whole photo resized to 224' if args.no_crop else ', shorter side 256 + centre crop 224'}")
+    if not args.report:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        data, boxed = dataset(not args.no_crop, args.subset)
+        print(f"boxes: {boxed.counts()}")
+        model = build_backbone("tf_efficientnet_lite0")
+        for key in args.methods:
+            entry = run(key, data, model, args.target, args.batch)
+            (out_dir / f"{key}.json").write_text(json.dumps(entry))
+    text = report(out_dir, title)
+    (RESULTS / f"localisation{tag}.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
