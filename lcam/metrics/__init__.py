@@ -40,3 +40,7 @@ from lcam.metrics.localisation import (  # noqa: E402
 
 __all__ += ["LOCALISATION_COLUMNS", "EnergyPointingGame", "LocalisationMetrics", "MaskOverlap", "PointingGame",
             "WinRate", "ZoneTest", "pad_boxes", "random_point_hit_rate", "win_rate_table"]
+
+from lcam.metrics.road import ROAD, noisy_linear_impute, removal_masks, road_scores  # noqa: E402
+
+__all__ += ["ROAD", "noisy_linear_impute", "removal_masks", "road_scores"]
