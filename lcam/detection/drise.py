@@ -17,6 +17,7 @@ peak memory does not grow with ``N``. The chunk size never changes the maps (bey
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Sequence
@@ -142,6 +143,7 @@ class DRISE:
         self.normalize = bool(normalize)
         self.debias = bool(debias)
         self.last_forward_passes = 0
+        self.last_seconds = 0.0
         if not getattr(detector, "full_vectors", True):
             warnings.warn(f"{getattr(detector, 'name', 'detector')} reports only a top class and score: D-RISE compares "
                           f"class vectors with the score at that class and the rest spread evenly", stacklevel=2)
@@ -175,6 +177,7 @@ class DRISE:
             raise ValueError(f"images must be (B, 3, H, W) in [0, 1], got shape {tuple(images.shape)}")
         if len(targets) != images.shape[0]:
             raise ValueError(f"one targets entry per image: {images.shape[0]} images, {len(targets)} entries")
+        t0 = time.perf_counter()
         b, _, h, w = images.shape
         device = images.device
         masks = self.grids((h, w), device)
@@ -199,7 +202,8 @@ class DRISE:
                 sal -= (total / self.n_masks).view(-1, 1, 1) * coverage
             sal /= self.n_masks
             out.append(minmax_normalize(sal) if self.normalize and len(tg) else sal)
-        self.last_forward_passes = self.n_masks
+        self.last_forward_passes = self.n_masks * sum(1 for t in targets if len(t))
+        self.last_seconds = time.perf_counter() - t0
         return out
 
     __call__ = explain

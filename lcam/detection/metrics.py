@@ -97,8 +97,8 @@ def detection_curves(detector: Detector, image: Tensor, maps: Tensor, targets: D
         maps: ``(T, H, W)``, one map per target (any range; only the order matters).
         targets: the ``T`` explained detections.
         mode: ``"deletion"`` or ``"insertion"``.
-        ground_truth: ``(boxes (G, 4), labels (G,))`` of the image, or ``None`` (then the original
-            image's final detections are the reference).
+        ground_truth: ``(boxes (G, 4), labels (G,))`` of the image (label -1: any class), or
+            ``None`` (then the original image's final detections are the reference).
         batch_size: perturbed images per detector pass.
 
     Returns:
@@ -126,7 +126,7 @@ def detection_curves(detector: Detector, image: Tensor, maps: Tensor, targets: D
         order = maps[t].reshape(-1).argsort(descending=True, stable=True)
         rank = torch.empty_like(order).scatter_(0, order, torch.arange(h * w, device=device))
         target = targets.select(torch.tensor([t], device=targets.boxes.device)).to(device)
-        gt = gt_boxes[gt_labels == labels[t]]
+        gt = gt_boxes[(gt_labels == labels[t]) | (gt_labels < 0)]  # -1: a box of any class
         for part in chunks(n_points, batch_size):
             changed = (rank.view(1, -1) < counts[part].view(-1, 1)).view(-1, 1, h, w)
             inputs = torch.where(changed, finish, start)
