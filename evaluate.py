@@ -16,6 +16,11 @@ from lcam.evaluation.run import run_evaluation
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
+    if cfg.get("detector"):  # a detector config (+experiment=drise_demo): D-RISE evaluation
+        from lcam.detection.evaluate import run_detection_evaluation
+
+        run_detection_evaluation(cfg)
+        return
     run_evaluation(cfg)
 
 

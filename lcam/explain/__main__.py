@@ -20,7 +20,12 @@ CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="explain")
 def main(cfg: DictConfig) -> None:
-    status = exit_status(cfg)
+    if cfg.get("detector"):  # detector=NAME: D-RISE maps of its detections
+        from lcam.detection.cli import exit_status as detection_exit_status
+
+        status = detection_exit_status(cfg)
+    else:
+        status = exit_status(cfg)
     if status:
         sys.exit(status)
 
