@@ -1,14 +1,18 @@
-"""Lightning callbacks: the validation overlay grid (PNG in the run directory + logger image)."""
+"""Lightning callbacks: the validation overlay grid (PNG in the run directory + logger image),
+the run's history entry in each checkpoint (for resuming), the count of skipped unreadable images."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from lcam.data.unreadable import SKIPPED, Unreadable
 from lcam.io import save_image_atomic
+from lcam.resume import RUN_KEY
 from lcam.viz import saliency_grid
 
 
@@ -30,8 +34,8 @@ class OverlayGrid(pl.Callback):
         dataset = getattr(dm, "val_set", None)
         if dataset is None or len(dataset) == 0:
             return None
-        n = min(self.num_images, len(dataset))
-        return torch.stack([dataset[i][0] for i in range(n)])
+        samples = [s for s in (dataset[i] for i in range(min(self.num_images, len(dataset)))) if not isinstance(s, Unreadable)]
+        return torch.stack([s[0] for s in samples]) if samples else None
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -52,3 +56,25 @@ class OverlayGrid(pl.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(key="val/overlays", images=[grid], step=trainer.global_step, caption=[f"epoch {trainer.current_epoch}"])
+
+
+class RunHistory(pl.Callback):
+    """Writes where this run's history lives into every checkpoint (``checkpoint["lcam_run"]``:
+    the metrics CSV and the W&B run id), so that a resumed run continues both (:mod:`lcam.resume`)."""
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        info: dict[str, str] = {}
+        for logger in trainer.loggers:
+            if isinstance(logger, CSVLogger):
+                info["metrics_csv"] = str(Path(logger.log_dir).resolve() / "metrics.csv")
+            elif isinstance(logger, WandbLogger) and logger.version:
+                info["wandb_id"] = str(logger.version)
+        checkpoint[RUN_KEY] = info
+
+
+class UnreadableImagesCount(pl.Callback):
+    """Logs ``data/unreadable_images`` (unreadable files skipped so far, summed over processes)
+    after every training epoch: a column of the metrics CSV, a W&B chart."""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl_module.log("data/unreadable_images", float(len(SKIPPED)), reduce_fx="sum", sync_dist=True)

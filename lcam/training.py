@@ -12,12 +12,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
+from pytorch_lightning.utilities import rank_zero_only
 
-from lcam.callbacks import OverlayGrid
+from lcam.callbacks import OverlayGrid, RunHistory, UnreadableImagesCount
 from lcam.launch import begin_job, end_job
-from lcam.loggers import wandb_sync_hint
-from lcam.resume import find_resume_checkpoint
+from lcam.loggers import MetricsCSVLogger, continue_wandb_run
+from lcam.resume import ResumeState, check_not_finished, find_resume_checkpoint, keep_metrics_history, resume_state
+from lcam.tasks import task_wrapper
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -36,23 +37,45 @@ def check_resume_path(ckpt_path: str | None) -> str | None:
     return str(path)
 
 
-def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
-    """Data first (missing paths fail in seconds), then the model, callbacks, loggers and trainer."""
+def build(cfg: DictConfig, resume: ResumeState | None = None) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
+    """Data first (missing paths fail in seconds), then the model, callbacks, loggers and trainer.
+
+    ``resume``: the state of the checkpoint a run resumes from; its loggers then continue that
+    run's history (:func:`continue_history`).
+    """
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     model = hydra.utils.instantiate(cfg.model, _convert_="all")
     loggers: list[Logger] = instantiate_group(cfg.get("logger"))
-    callbacks = instantiate_group(cfg.get("callbacks"))
+    continue_history(loggers, resume)
+    callbacks = [*instantiate_group(cfg.get("callbacks")), RunHistory(), UnreadableImagesCount()]
     if not loggers:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all")
     return datamodule, model, trainer
 
 
+def continue_history(loggers: list[Logger], resume: ResumeState | None) -> None:
+    """Before the loggers start: a fresh run starts a fresh metrics CSV; a resumed run's CSV holds
+    the resumed run's rows up to its checkpoint (appended to from there), and its W&B logger
+    continues the resumed run's W&B run (same id)."""
+    for logger in loggers:
+        if isinstance(logger, MetricsCSVLogger) and rank_zero_only.rank == 0:
+            target = logger.metrics_file
+            kept = keep_metrics_history(resume.metrics_csv, target, resume.step) if resume else 0
+            if not kept and target.is_file():
+                target.unlink()  # a fresh run in a reused run directory (Lightning's CSVLogger does the same)
+        elif isinstance(logger, WandbLogger) and resume is not None and resume.wandb_id:
+            continue_wandb_run(logger, resume.wandb_id)
+
+
+@task_wrapper
 def run_training(cfg: DictConfig) -> dict[str, float]:
     """Train (or resume) and return the final validation metrics as floats.
 
     Writes into the run directory: ``checkpoints/`` (last + best), ``csv/metrics.csv``,
-    ``.hydra/config.yaml`` (resolved by Hydra), ``images/overlays_*.png``.
+    ``.hydra/config.yaml`` (resolved by Hydra), ``images/overlays_*.png``, and
+    ``unreadable_images.txt`` when image files had to be skipped. The W&B run is closed when it
+    ends, also on failure (:func:`lcam.tasks.task_wrapper`).
     """
     # the frozen backbone is in eval mode on purpose (BatchNorm/Dropout frozen)
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -60,8 +83,11 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
     warnings.filterwarnings("ignore", message=r".*recommended to use `self.log\('val/(AD|IC|score)")
     pl.seed_everything(cfg.seed, workers=True)
     ckpt_path = check_resume_path(cfg.get("ckpt_path")) or find_resume_checkpoint(cfg)
+    resume = resume_state(ckpt_path) if ckpt_path else None
+    if resume is not None:
+        check_not_finished(resume, cfg.trainer.get("max_epochs"), ckpt_path)
     begin_job()  # in a multirun: DDP children run this job only (lcam.launch)
-    datamodule, model, trainer = build(cfg)
+    datamodule, model, trainer = build(cfg, resume)
     try:
         if cfg.get("validate_before_fit") and ckpt_path is None:
             untrained = trainer.validate(model, datamodule=datamodule, verbose=False)
@@ -71,12 +97,6 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
         _report(cfg, trainer, metrics)
     finally:
         end_job(trainer)
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                hint = wandb_sync_hint(logger)
-                logger.experiment.finish()
-                if hint:
-                    rank_zero_info(f"W&B ran offline. Upload with: {hint}")
     return metrics
 
 

@@ -96,3 +96,79 @@ def test_missing_paths_name_the_config_key(tmp_path):
     (tmp_path / "val").mkdir()
     with pytest.raises(DataNotFoundError, match="data.val_list="):
         ImageNetDataModule(root=str(tmp_path), val_list=str(tmp_path / "missing.txt"))
+
+
+def test_flat_imagenet_root_names_val_dir_in_one_clear_hint(tmp_path):
+    _save_photos(tmp_path / "flat", 2)
+    with pytest.raises(DataNotFoundError) as err:
+        ImageNetDataModule(root=str(tmp_path / "flat"), num_workers=0)
+    msg = str(err.value)
+    assert f"No val/ folder in data.root={tmp_path / 'flat'}" in msg and "data.val_dir=." in msg and "data=folder" in msg
+    assert ")=/path" not in msg  # the old garbled "Set it with data.root (...)=/path/to/folder"
+    dm = ImageNetDataModule(root=str(tmp_path / "flat"), val_dir=".", num_workers=0)  # what the hint says works
+    dm.setup("validate")
+    assert len(dm.val_set) == 2
+
+
+def _truncated_jpeg(path):
+    import io
+
+    buf = io.BytesIO()
+    demo_photos()[0][1].resize((80, 60)).save(buf, format="JPEG")
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+
+
+def test_unreadable_images_are_skipped_warned_once_and_listed(tmp_path, caplog):
+    from lcam.data.unreadable import SKIPPED
+
+    _save_photos(tmp_path / "photos", 5)
+    _truncated_jpeg(tmp_path / "photos" / "zz_truncated.jpg")
+    (tmp_path / "photos" / "notes.jpg").write_text("not an image")
+    SKIPPED.clear()
+    dm = FolderDataModule(root=str(tmp_path / "photos"), val_root=str(tmp_path / "photos"), batch_size=2, num_workers=0,
+                          resize=40, crop=32, max_bad_fraction=0.5)
+    dm.setup("fit")
+    for _ in range(2):  # two epochs: each file is warned about once
+        images = sum(x.shape[0] for x, _ in dm.train_dataloader())
+        assert images == 5
+    bad = {str(tmp_path / "photos" / "zz_truncated.jpg"), str(tmp_path / "photos" / "notes.jpg")}
+    assert set(SKIPPED.files) == bad and SKIPPED.files[str(tmp_path / "photos" / "notes.jpg")].startswith("UnidentifiedImageError")
+    assert sum("skipped unreadable image" in r.getMessage() for r in caplog.records) == 2
+    SKIPPED.clear()
+
+
+def test_a_batch_with_no_readable_image_is_left_out(tmp_path):
+    from lcam.data.datasets import ImageListDataset
+    from lcam.data.transforms import eval_transform
+    from lcam.data.unreadable import SKIPPED, SkippingDataLoader
+
+    _save_photos(tmp_path, 2)
+    for k in range(2):
+        (tmp_path / f"bad{k}.jpg").write_bytes(b"\xff\xd8 nope")
+    files = [tmp_path / "bad0.jpg", tmp_path / "bad1.jpg", *sorted(tmp_path.glob("[!b]*.jpg"))]
+    ds = ImageListDataset(files, [1, 2, 3, 4], eval_transform(40, 32), skip_unreadable=True)
+    batches = list(SkippingDataLoader(ds, batch_size=2, max_bad_fraction=0.5))
+    assert len(batches) == 1 and batches[0][1].tolist() == [3, 4]  # the first batch was all unreadable
+    with pytest.raises(RuntimeError, match="Cannot read image .*bad0.jpg"):
+        ImageListDataset(files, None, eval_transform(40, 32))[0]  # without skipping: the old error
+    SKIPPED.clear()
+
+
+@pytest.mark.parametrize("fraction, allowed", [(0.01, 1), (0.25, 2), (0.0, 0)])
+def test_too_many_unreadable_images_stop_the_pass_naming_the_key(tmp_path, fraction, allowed):
+    from lcam.data.unreadable import SKIPPED, UnreadableImagesError, allowed_unreadable
+
+    assert allowed_unreadable(10, fraction) == allowed  # floor(fraction * 10), at least 1 when fraction > 0
+    _save_photos(tmp_path, 10 - (allowed + 1))  # 10 images, one more unreadable than allowed
+    for k in range(allowed + 1):
+        (tmp_path / f"bad{k}.jpg").write_bytes(b"broken")
+    files = sorted(tmp_path.glob("*.jpg"))
+    dm = FolderDataModule(root=str(tmp_path), val_root=str(tmp_path), batch_size=4, num_workers=0, resize=40, crop=32,
+                          max_bad_fraction=fraction)
+    dm.setup("validate")
+    assert len(dm.val_set) == len(files)
+    with pytest.raises(UnreadableImagesError, match=f"{allowed + 1} of {len(files)} images in one pass are unreadable.*data.max_bad_fraction"):
+        list(dm.val_dataloader())
+    SKIPPED.clear()
+    with pytest.raises(ValueError, match="data.max_bad_fraction must be between 0 and 1"):
+        FolderDataModule(root=str(tmp_path), max_bad_fraction=1.5)

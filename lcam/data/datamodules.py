@@ -24,6 +24,7 @@ from lcam.data.datasets import (
 )
 from lcam.data.demo import demo_photos
 from lcam.data.transforms import eval_transform, train_transform
+from lcam.data.unreadable import DEFAULT_MAX_BAD_FRACTION, SkippingDataLoader, allowed_unreadable, collate_readable
 from lcam.data.workers import resolve_num_workers
 
 Items = tuple[list[Any], list[int], list[str]]
@@ -40,6 +41,9 @@ class ImageDataModule(pl.LightningDataModule):
         hflip: random horizontal flips for training.
         seed: seeds the per-epoch order and augmentation of each sample.
         max_train_samples, max_val_samples: use a seeded random subset of N samples (quick runs).
+        max_bad_fraction: unreadable images are skipped with one warning each and reported at the
+            end of the run; the run stops only when more than this share of one pass over a
+            split (an epoch) is unreadable (see :mod:`lcam.data.unreadable`).
     """
 
     preferred_workers = 4  # num_workers=None -> min(this, CPU cores)
@@ -47,8 +51,11 @@ class ImageDataModule(pl.LightningDataModule):
     def __init__(self, batch_size: int = 64, num_workers: int | None = None, pin_memory: bool = True,
                  persistent_workers: bool = False, resize: int = 256, crop: int = 224,
                  interpolation: str = "bilinear", hflip: bool = True, seed: int = 0,
-                 max_train_samples: int | None = None, max_val_samples: int | None = None) -> None:
+                 max_train_samples: int | None = None, max_val_samples: int | None = None,
+                 max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION) -> None:
         super().__init__()
+        allowed_unreadable(1, max_bad_fraction)  # 0 <= fraction <= 1, else a message naming data.max_bad_fraction
+        self.max_bad_fraction = float(max_bad_fraction)
         self.batch_size, self.num_workers = int(batch_size), resolve_num_workers(num_workers, self.preferred_workers)
         self.pin_memory, self.persistent_workers = bool(pin_memory), bool(persistent_workers)
         self.resize, self.crop, self.interpolation, self.hflip = int(resize), int(crop), interpolation, hflip
@@ -71,15 +78,17 @@ class ImageDataModule(pl.LightningDataModule):
         if stage in (None, "fit") and self.train_set is None:
             items, labels, names = _take(self.scan_train(), self.max_train_samples, "training", self.seed)
             tf = train_transform(self.resize, self.crop, self.interpolation, self.hflip)
-            self.train_set = ImageListDataset(items, labels, tf, names)
+            self.train_set = ImageListDataset(items, labels, tf, names, skip_unreadable=True)
         if self.val_set is None:
             items, labels, names = _take(self.scan_val(), self.max_val_samples, "validation", self.seed)
-            self.val_set = ImageListDataset(items, labels, eval_transform(self.resize, self.crop, self.interpolation), names)
+            self.val_set = ImageListDataset(items, labels, eval_transform(self.resize, self.crop, self.interpolation), names,
+                                            skip_unreadable=True)
 
     def _loader(self, dataset: ImageListDataset, sampler: Any = None) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, shuffle=False,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory and torch.cuda.is_available(),
-                          persistent_workers=self.persistent_workers and self.num_workers > 0)
+        return SkippingDataLoader(dataset, batch_size=self.batch_size, sampler=sampler, shuffle=False,
+                                  num_workers=self.num_workers, pin_memory=self.pin_memory and torch.cuda.is_available(),
+                                  persistent_workers=self.persistent_workers and self.num_workers > 0,
+                                  collate_fn=collate_readable, max_bad_fraction=self.max_bad_fraction)
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "call setup('fit') first"
@@ -126,13 +135,22 @@ class ImageNetDataModule(ImageDataModule):
             raise DataNotFoundError("No ImageNet root given. Set it with data.root=/path/to/imagenet (with train/ and val/ inside)")
         self.root = require_dir(root, "data.root")
         self.train_root = self.root / train_dir
-        self.val_root = require_dir(self.root / val_dir, "data.root (expects a val/ folder inside; or data.val_dir=...)")
+        self.val_root = self.root / val_dir
+        if not self.val_root.is_dir():
+            raise DataNotFoundError(
+                f"No {val_dir}/ folder in data.root={self.root} (data=imagenet reads root/{train_dir}/<wnid>/ and root/{val_dir}/). "
+                f"Set data.val_dir=<sub-folder of data.root> (data.val_dir=. for images directly in data.root), "
+                "or use data=folder for any folder of images")
         self.val_list = val_list
         if val_list and not Path(os.path.expanduser(val_list)).is_file():
             raise DataNotFoundError(f"List file not found: {val_list}. Set it with data.val_list=/path/to/list.txt (lines 'name label')")
 
     def scan_train(self) -> Items:
-        root = require_dir(self.train_root, "data.root (expects a train/ folder inside; or data.train_dir=...)")
+        root = self.train_root
+        if not root.is_dir():
+            raise DataNotFoundError(
+                f"No {root.name}/ folder in data.root={self.root} (data=imagenet trains on root/{root.name}/<wnid>/). "
+                "Set data.train_dir=<sub-folder of data.root>, or use data=folder for any folder of images")
         return _named(*scan_synset_folders(root), root)
 
     def scan_val(self) -> Items:

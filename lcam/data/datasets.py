@@ -15,7 +15,8 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
-from lcam.io import is_image_file, load_image
+from lcam.data.unreadable import Unreadable, try_read
+from lcam.io import is_image_file
 
 UNLABELLED = -1
 
@@ -106,32 +107,41 @@ class ImageListDataset(Dataset):
     ``__getitem__`` accepts an index or ``(index, seed)``: with a seed, the random transform
     is drawn from a generator seeded with it, so augmentations do not depend on worker
     layout or on how many batches ran before (exact resume).
+
+    With ``skip_unreadable=True`` a file that cannot be read gives an
+    :class:`~lcam.data.unreadable.Unreadable` record instead of a sample (for
+    :class:`~lcam.data.unreadable.SkippingDataLoader`); otherwise it raises.
     """
 
     def __init__(self, items: Sequence[Path | Image.Image], labels: Sequence[int] | None,
-                 transform: Callable[[Image.Image], Tensor], names: Sequence[str] | None = None) -> None:
+                 transform: Callable[[Image.Image], Tensor], names: Sequence[str] | None = None,
+                 skip_unreadable: bool = False) -> None:
         if labels is not None and len(labels) != len(items):
             raise ValueError("items and labels differ in length")
         self.items = list(items)
         self.labels = list(labels) if labels is not None else [UNLABELLED] * len(self.items)
         self.transform = transform
         self.names = list(names) if names is not None else [getattr(i, "name", str(k)) for k, i in enumerate(self.items)]
+        self.skip_unreadable = bool(skip_unreadable)
 
     def __len__(self) -> int:
         return len(self.items)
 
     def image(self, index: int) -> Image.Image:
-        item = self.items[index]
-        if isinstance(item, Image.Image):
-            return item
-        try:
-            return load_image(item)
-        except Exception as err:  # noqa: BLE001 - re-raised with the file name
-            raise RuntimeError(f"Cannot read image {item}: {err}. Remove or fix the file") from err
+        """The RGB image of ``index``; raises naming the file when it cannot be read."""
+        img, error = try_read(self.items[index])
+        if img is None:
+            raise RuntimeError(f"Cannot read image {self.items[index]}: {error}. Remove or fix the file")
+        return img
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, int] | Unreadable:
         index, seed = key if isinstance(key, tuple) else (key, None)
-        img = self.image(index)
+        if self.skip_unreadable:
+            img, error = try_read(self.items[index])
+            if img is None:
+                return Unreadable(index, str(self.items[index]), error)
+        else:
+            img = self.image(index)
         if seed is None:
             x = self.transform(img)
         else:
