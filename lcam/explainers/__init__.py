@@ -85,3 +85,6 @@ __all__ = [
     "build_explainer",
     "resolve_targets",
 ]
+
+from lcam.explainers.crisp import CrispMask  # noqa: E402 - crisp-mask optimisation (issue 12)
+EXPLAINERS[CrispMask.name] = CrispMask
