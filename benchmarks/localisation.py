@@ -33,8 +33,12 @@ from lcam.data.boxes import BoxedDataset
 from lcam.data.datasets import ImageListDataset, read_list_file
 from lcam.data.transforms import eval_transform
 from lcam.explainers import build_explainer
+from torchmetrics import MetricCollection
+
 from lcam.metrics import (
+    EnergyPointingGame,
     LocalisationMetrics,
+    MaskOverlap,
     PointingGame,
     random_point_hit_rate,
     win_rate_table,
@@ -68,10 +72,11 @@ def centre_maps(b: int, h: int, w: int, sigma: float = 0.25) -> torch.Tensor:
     return (g / g.max()).expand(b, h, w).clone()
 
 
-def run(key: str, data: Any, model: Any, target: str, batch: int) -> dict[str, Any]:
+def run(key: str, data: Any, model: Any, target: str, batch: int, box_only: bool = False) -> dict[str, Any]:
     label = "centre prior" if key == CENTRE else METHODS[key][0]
     explainer = None if key == CENTRE else build_explainer(METHODS[key][1], model)
-    loc = LocalisationMetrics(model, tolerance=0.0)
+    # box_only: the box columns alone (no zone tests / Win%, which cost 4 forward passes per image)
+    loc = MetricCollection([PointingGame(), EnergyPointingGame(), MaskOverlap()]) if box_only else LocalisationMetrics(model)
     pg15 = PointingGame(tolerance=15.0)
     random0 = random15 = boxed_images = 0.0
     seconds, start = 0.0, time.perf_counter()
@@ -97,7 +102,8 @@ def run(key: str, data: Any, model: Any, target: str, batch: int) -> dict[str, A
     print(f"  ({time.perf_counter() - start:.0f} s)")
     row = {k: float(v) for k, v in loc.compute().items()}
     row["PG15"] = float(pg15.compute()["PG"])
-    return {"key": key, "label": label, "row": row, "drops": loc.image_drops().tolist(), "images": seen,
+    drops = [] if box_only else loc.image_drops().tolist()
+    return {"key": key, "label": label, "row": row, "drops": drops, "images": seen,
             "boxed_images": int(boxed_images), "random_pg": 100 * random0 / max(boxed_images, 1),
             "random_pg15": 100 * random15 / max(boxed_images, 1), "seconds_per_image": seconds / max(seen, 1),
             "wall_s": time.perf_counter() - start, "target": target}
@@ -121,7 +127,7 @@ def report(out_dir: Path, title: str) -> str:
              "ZoneDrop: drop with that zone removed (higher is better).", "",
              "| method | " + " | ".join(COLUMNS) + " | s/img |", "|---|" + "---|" * (len(COLUMNS) + 1)]
     for e in entries:
-        lines.append(f"| {e['label']} | " + " | ".join(f"{e['row'][c]:.1f}" for c in COLUMNS) + f" | {e['seconds_per_image']:.3f} |")
+        lines.append(f"| {e['label']} | " + " | ".join(f"{e['row'][c]:.1f}" if c in e["row"] else "–" for c in COLUMNS) + f" | {e['seconds_per_image']:.3f} |")
     lines.append(f"| random point (exact expectation) | {e0['random_pg']:.1f} | {e0['random_pg15']:.1f} | | | | | | |")
     same = [e for e in entries if len(e["drops"]) == e0["images"]]
     if len(same) > 1:
@@ -144,12 +150,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tag", default="", help="suffix of the results folder and table (e.g. _top1)")
+    ap.add_argument("--box-only", action="store_true", help="only the box columns (PG, PG15, EPG, IoU, Dice): no zone tests, no Win%%")
     ap.add_argument("--report", action="store_true", help="only assemble the table from the saved results")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tag = args.tag or ("" if args.target == "label" and not args.no_crop else
                        ("_top1" if args.target == "top1" else "") + ("_nocrop" if args.no_crop else ""))
-    tag += f"_{args.subset}" if args.subset else ""
+    tag += ("_boxes" if args.box_only else "") + (f"_{args.subset}" if args.subset else "")
     out_dir = RESULTS / f"localisation{tag}"
     title = (f"Localisation on imagenet-val-1300{' (subset ' + str(args.subset) + ')' if args.subset else ''}"
              f"{', whole photo resized to 224' if args.no_crop else ', shorter side 256 + centre crop 224'}")
@@ -159,7 +166,7 @@ def main() -> None:
         print(f"boxes: {boxed.counts()}")
         model = build_backbone("tf_efficientnet_lite0")
         for key in args.methods:
-            entry = run(key, data, model, args.target, args.batch)
+            entry = run(key, data, model, args.target, args.batch, args.box_only)
             (out_dir / f"{key}.json").write_text(json.dumps(entry))
     text = report(out_dir, title)
     (RESULTS / f"localisation{tag}.md").write_text(text)
