@@ -20,7 +20,7 @@ from torch import Tensor
 from lcam.backbones import BackboneSpec, FrozenClassifier, build_backbone
 from lcam.heads import AttentionHead, check_targets
 from lcam.losses import LCAMLoss, LossTerms
-from lcam.maps import normalize_then_upsample, upsample
+from lcam.maps import minmax_normalize, normalize_then_upsample, upsample
 from lcam.metrics import DEFAULT_THRESHOLDS, AverageDropIncrease, explanation_confidence
 from lcam.optim import DEFAULT_OPTIMIZER, DEFAULT_SCHEDULER, build_optimizer, build_scheduler
 
@@ -29,6 +29,7 @@ TARGET_SOURCES = ("model", "label")
 BACKBONE_PREFIX = "backbone."
 
 HEAD_INITS = ("auto", "random", "classifier")
+MASKS = ("sigmoid", "minmax")
 
 
 class LCAM(pl.LightningModule):
@@ -59,13 +60,17 @@ class LCAM(pl.LightningModule):
             up to ~50 on EfficientNet-Lite0), where the sigmoid is saturated at 1 and the loss
             has almost no gradient; calibrated, the mask starts in the sigmoid's working range.
             Statistics are averaged over processes under DDP; a resumed run is not recalibrated.
+        mask: the training mask made from ``A_c``: ``"sigmoid"`` (the paper: ``sigmoid(A_c)``) or
+            ``"minmax"`` (``minmax(A_c)``, the very map the explanation and its AD/IC evaluation
+            use, so the loss sees the explanation image the evaluation sees). Inference is the
+            same for both: ``U(minmax(A_c))``.
     """
 
     def __init__(self, backbone: dict[str, Any] | FrozenClassifier, variant: str = "img", loss: dict[str, float] | None = None,
                  optimizer: dict[str, Any] | None = None, scheduler: dict[str, Any] | None = None,
                  targets: str = "model", thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
                  channels_last: bool = False, compile_backbone: bool = False, init: str = "auto",
-                 calibrate: dict[str, float] | None = None) -> None:
+                 calibrate: dict[str, float] | None = None, mask: str = "sigmoid") -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"model.variant must be one of {VARIANTS}, got '{variant}'")
@@ -82,6 +87,9 @@ class LCAM(pl.LightningModule):
             self.hparams["backbone"] = self.backbone.spec.to_dict()
         self.head = AttentionHead(self.backbone.feature_channels, self.backbone.num_classes)
         self.init_head(init)
+        if mask not in MASKS:
+            raise ValueError(f"model.mask must be one of {list(MASKS)}, got {mask!r}")
+        self.mask_kind = mask
         self.calibration = _check_calibration(calibrate)
         self.calibrated = False
         self.loss_fn = LCAMLoss(**(loss or {}))
@@ -146,6 +154,13 @@ class LCAM(pl.LightningModule):
         """Pre-sigmoid class maps ``A_c`` ``(B, h, w)`` for per-sample targets ``(B,)``."""
         return self.head.class_maps(feats, targets)
 
+    def training_mask(self, a: Tensor) -> Tensor:
+        """The mask the loss sees, from pre-sigmoid maps ``(B, h, w)`` or ``(B, B', h, w)``:
+        ``sigmoid(A)`` or per-map ``minmax(A)`` (``model.mask``), same shape, in [0, 1]."""
+        if self.mask_kind == "sigmoid":
+            return torch.sigmoid(a)
+        return minmax_normalize(a.reshape(-1, *a.shape[-2:])).view_as(a)
+
     def masked_logits(self, images: Tensor, feats: Tensor, mask: Tensor) -> Tensor:
         """Logits ``(B, C)`` of the masked input: ``F (.) mask`` (fm) or ``x (.) U(mask)`` (img); ``mask`` ``(B, h, w)``."""
         if self.variant == "fm":
@@ -183,8 +198,8 @@ class LCAM(pl.LightningModule):
         feats, logits0 = self.frozen_forward(images)
         targets = self.resolve_targets(logits0, labels)
         a = self.attention(feats, targets)
-        mask = torch.sigmoid(a)
-        regularized = mask if self.loss_fn.regularize == "own" else torch.sigmoid(self.head.block_maps(feats, targets))
+        mask = self.training_mask(a)
+        regularized = mask if self.loss_fn.regularize == "own" else self.training_mask(self.head.block_maps(feats, targets))
         terms = self.loss_fn(self.masked_logits(images, feats, mask), targets, regularized)
         return terms, a, logits0, targets
 
