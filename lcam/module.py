@@ -16,8 +16,10 @@ from typing import Any, Sequence
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
+from torchmetrics import MeanMetric
 
 from lcam.backbones import BackboneSpec, FrozenClassifier, build_backbone
+from lcam.distributed import RealSampleCounter, real_samples, val_sampler
 from lcam.heads import AttentionHead, check_targets
 from lcam.losses import LCAMLoss, LossTerms
 from lcam.maps import minmax_normalize, normalize_then_upsample, upsample
@@ -98,6 +100,8 @@ class LCAM(pl.LightningModule):
         self.scheduler_cfg = {**DEFAULT_SCHEDULER, **(scheduler or {})}
         self.thresholds = tuple(float(t) for t in thresholds)
         self.val_confidence = AverageDropIncrease(self.thresholds)
+        # validation loss terms as torchmetrics means (float sums and weights, synced under DDP)
+        self.val_terms = torch.nn.ModuleDict({k: MeanMetric() for k in ("ce", "area", "tv", "loss")})
         self._warned_labels = False
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
@@ -230,23 +234,36 @@ class LCAM(pl.LightningModule):
         return terms.total
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        # under DDP the sampler pads the set with repeats at the end of the shards: drop them, so
+        # every validation sample counts exactly once (lcam.distributed)
+        counter = getattr(self, "_val_counter", None)
+        keep = counter.take(batch[0].shape[0]) if counter is not None else batch[0].shape[0]
+        if keep == 0:
+            return
+        batch = (batch[0][:keep], batch[1][:keep])
         images = batch[0]
         with torch.no_grad():
             terms, a, logits0, targets = self._step(batch)
             maps = normalize_then_upsample(a, images.shape[-2:])
             y, o = explanation_confidence(self.backbone, images, maps, targets, self.thresholds)
         self.val_confidence.update(y, o)
-        bs = images.shape[0]
-        self.log_dict({"val/ce": terms.ce, "val/area": terms.area, "val/tv": terms.tv}, sync_dist=True, batch_size=bs)
-        self.log("val/loss", terms.total, sync_dist=True, prog_bar=True, batch_size=bs)
+        for key, value in (("ce", terms.ce), ("area", terms.area), ("tv", terms.tv), ("loss", terms.total)):
+            self.val_terms[key].update(value.detach().float(), weight=images.shape[0])
 
     def on_validation_epoch_start(self) -> None:
         # reset here, in the mode the updates run in: a reset inside trainer.validate()'s
         # inference mode would leave inference tensors that fit's validation cannot update
         self.val_confidence.reset()
+        for metric in self.val_terms.values():
+            metric.reset()
+        self._val_counter = RealSampleCounter(real_samples(val_sampler(getattr(self, "_trainer", None))))
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_confidence.compute()  # synced across processes by torchmetrics
+        terms = {key: metric.compute() for key, metric in self.val_terms.items()}  # batch-size weighted means
+        # (already equal on every rank; sync_dist=True only spares Lightning's "use sync_dist" warning)
+        self.log_dict({f"val/{k}": v for k, v in terms.items() if k != "loss"}, sync_dist=True)
+        self.log("val/loss", terms["loss"], prog_bar=True, sync_dist=True)
         self.log_dict({f"val/{k}": v for k, v in values.items()}, prog_bar=False)
         if "AD100" in values and "IC100" in values:
             # one number to minimise (checkpoints, sweeps): drop minus increase at 100%, in points

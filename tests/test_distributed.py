@@ -10,12 +10,13 @@ How the DDP run is made comparable with one process:
   AD/IC ratios turn into ~1e-4 points);
 * 8 training images, one optimizer step in both runs: the single process accumulates 8 batches,
   each of the 2 DDP processes accumulates 4 and the gradients are averaged across them;
-* 8 validation images, a multiple of 2 processes x batch 1: Lightning's DistributedSampler pads
-  nothing, so the union of the ranks' samples is exactly the single process's validation set;
+* all 9 validation photos, an odd number: Lightning's DistributedSampler pads rank 1's shard with
+  a repeat of photo 0 (5 + 5 = 10), and the module drops that padding (lcam.distributed), so every
+  photo is counted exactly once, as in the single process (IC values are multiples of 100/9);
 * one intra-op thread in every process (DDP on CPU uses ``cpu_count // processes`` = 1 here).
 
-Each rank then holds AD/IC sums over its 4 images only; equal values mean that torchmetrics
-summed the states across processes before ``compute()``.
+Each rank then holds AD/IC sums over its own images only (5 and 4); equal values mean that
+torchmetrics summed the states across processes before ``compute()``.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from tests.helpers import compose_train
 ROOT = Path(__file__).resolve().parents[1]
 
 EQUAL_RUN = ["data.repeats=1", "data.resize=110", "data.crop=96", "data.batch_size=1", "+data.max_train_samples=8",
-             "+data.max_val_samples=8", "trainer.max_epochs=1", "trainer.log_every_n_steps=1",
+             "trainer.max_epochs=1", "trainer.log_every_n_steps=1",
              "trainer.enable_progress_bar=false", "callbacks.lr_monitor=null"]
 METRICS = ("val/AD100", "val/IC100", "val/AD50", "val/IC50", "val/AD15", "val/IC15", "val/score")
 
@@ -95,7 +96,9 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path, one_thread):
     got = last_validation(run / "csv" / "metrics.csv")
     for key in METRICS:
         assert got[key] == pytest.approx(expected[key], abs=1e-5), key
-    for key in ("val/loss", "val/ce", "val/area", "val/tv"):  # mean of the ranks' means, float32
+    for key in ("val/IC100", "val/IC50", "val/IC15"):  # counts out of 9 photos, none twice
+        assert got[key] * 9 / 100 == pytest.approx(round(got[key] * 9 / 100), abs=1e-4), key
+    for key in ("val/loss", "val/ce", "val/area", "val/tv"):  # batch-weighted means over the 9 photos, float32
         assert got[key] == pytest.approx(expected[key], rel=1e-5), key
     # the heads after one synchronised step
     a = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
@@ -129,6 +132,33 @@ def test_cpu_speed_switches_bf16_channels_last_workers(tmp_path, one_thread):
                          "trainer.enable_progress_bar=false"], tmp_path)
     metrics = run_training(cfg)
     assert 0 <= metrics["val/AD100"] <= 100 and (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+# -- validation shards under DDP: every sample exactly once --------------------------------------
+
+@pytest.mark.parametrize("n, world, shuffle", [(9, 2, False), (9, 2, True), (10, 2, False), (7, 4, True), (1, 2, False)])
+def test_real_samples_cover_the_set_exactly_once(n, world, shuffle):
+    """The first real_samples() indices of each rank's padded shard are a partition of the set."""
+    from torch.utils.data import DistributedSampler
+
+    from lcam.distributed import RealSampleCounter, real_samples
+
+    data = list(range(n))
+    seen: list[int] = []
+    for rank in range(world):
+        sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=shuffle, seed=3)
+        shard = list(sampler)
+        assert len(shard) == -(-n // world)  # padded to equal shards
+        real = real_samples(sampler)
+        keep = len(shard) if real is None else real
+        counter = RealSampleCounter(real)
+        batches = [min(2, len(shard) - i) for i in range(0, len(shard), 2)]  # a loader's batches of 2
+        assert sum(counter.take(b) for b in batches) == keep
+        seen += shard[:keep]
+    assert sorted(seen) == data
+    assert (real_samples(DistributedSampler(data, num_replicas=world, rank=world - 1)) is None) == (n % world == 0)
+    assert real_samples(DistributedSampler(data, num_replicas=world, rank=0, drop_last=True)) is None
+    assert real_samples(None) is None
 
 
 # -- requeue: resume=auto -----------------------------------------------------------------------
