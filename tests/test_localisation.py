@@ -248,3 +248,42 @@ def test_boxed_dataset_statuses_and_batches(tmp_path):
     metric = PointingGame()
     metric.update(images, maps, labels, boxes)
     assert float(metric.compute()["PG"]) == 100.0 and metric.skipped == 2
+
+
+# -- evaluate.py boxes=FILE ---------------------------------------------------------------------------
+def test_evaluate_with_boxes_adds_the_columns_and_a_win_rate_table(tmp_path):
+    import csv
+
+    from lcam.data.boxes import BoxWarning
+    from lcam.data.demo import demo_photos
+    from lcam.evaluation.run import run_evaluation
+    from tests.helpers import compose_train
+
+    lines = ["# name x1 y1 x2 y2"]
+    for name, img in demo_photos():
+        if name != "clock":  # an image without boxes
+            w, h = img.size
+            lines.append(f"{name} {0.2 * w:.1f} {0.1 * h:.1f} {0.8 * w:.1f} {0.9 * h:.1f}")
+    lines.append("coffee 1 2 3")  # does not parse: coffee is left out of the box columns
+    boxes = tmp_path / "boxes.txt"
+    boxes.write_text("\n".join(lines) + "\n")
+    drop = [f"methods.{k}=null" for k in ("lcam_img", "gradcampp", "smoothgradcampp", "guidedcam", "scorecam", "sscam1",
+                                           "sscam2", "rise")]
+    overrides = ["logger=csv", "data.resize=110", "data.crop=96", "data.batch_size=5", "figure_images=0",
+                 "methods=demo", *drop, f"boxes={boxes}", "localisation.tolerance=15"]
+    with pytest.warns(BoxWarning, match="boxes.txt:.*cannot parse 'coffee 1 2 3'"):
+        rows = run_evaluation(compose_train(overrides, tmp_path / "run", config_name="evaluate"))
+    assert [r["method"] for r in rows] == ["Grad-CAM", "XGrad-CAM"]
+    for row in rows:
+        for col in ("PG", "EPG", "IoU", "Dice", "ZoneKeep", "ZoneDrop"):
+            assert 0.0 <= row[col] <= 100.0, (col, row[col])
+        assert row["PG"] >= 50.0  # 7 photos with a central box covering 48% of the crop, 15 px tolerance
+    with open(tmp_path / "run" / "results.csv") as f:
+        header = next(csv.reader(f))
+    assert {"PG", "EPG", "IoU", "Dice", "ZoneKeep", "ZoneDrop"} <= set(header)
+    win = (tmp_path / "run" / "win_rate.md").read_text()
+    assert "| Grad-CAM | – |" in win and "| XGrad-CAM |" in win
+    with open(tmp_path / "run" / "win_rate.csv") as f:
+        table = list(csv.reader(f))
+    assert table[0] == ["method", "Grad-CAM", "XGrad-CAM"]
+    assert float(table[1][2]) + float(table[2][1]) == pytest.approx(100.0)

@@ -80,7 +80,8 @@ class ExplainerEvaluator(pl.LightningModule):
             y, o = explanation_confidence(self.model, images, maps, targets, self.thresholds)
             self.confidence[name].update(y, o)
             for metric in self.extra_names:
-                self.extra[f"{name}__{metric}"].update(images, maps, targets)
+                extra = self.extra[f"{name}__{metric}"]  # localisation metrics also take the boxes (issue 12)
+                extra.update(images, maps, targets, *(batch[2:] if getattr(extra, "takes_boxes", False) else ()))
             if keep:
                 self.kept_maps[name].append(maps[:keep].cpu())
         self.images_seen.update(torch.tensor(float(b)))

@@ -17,6 +17,7 @@ from lcam.evaluation.report import to_markdown, write_tables
 from lcam.explainers import build_explainer
 from lcam.explainers.learned import LCAMExplainer
 from lcam.io import save_image_atomic
+from lcam.localisation import boxes_loader, localisation_metrics, write_win_rate
 from lcam.training import instantiate_group
 from lcam.viz import comparison_grid
 
@@ -84,13 +85,13 @@ def run_evaluation(cfg: DictConfig) -> list[dict[str, Any]]:
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     model, explainers = build_explainers(cfg)
     evaluator = ExplainerEvaluator(model, explainers, thresholds=list(cfg.thresholds),
-                                   extra_metrics=_extra_metrics(cfg), keep_maps=int(cfg.figure_images))
+                                   extra_metrics={**_extra_metrics(cfg), **localisation_metrics(cfg)}, keep_maps=int(cfg.figure_images))
     loggers = instantiate_group(cfg.get("logger"))
     trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, _convert_="all")
     out = Path(cfg.paths.output_dir)
     try:
         datamodule.setup("test")
-        trainer.test(evaluator, dataloaders=datamodule.test_dataloader(), verbose=False)
+        trainer.test(evaluator, dataloaders=boxes_loader(datamodule.test_dataloader(), cfg.get("boxes")), verbose=False)
         rows = evaluator.results
         if trainer.is_global_zero:
             _write_outputs(cfg, evaluator, rows, out, loggers)
@@ -114,6 +115,8 @@ def _write_outputs(cfg: DictConfig, evaluator: ExplainerEvaluator, rows: list[di
     title = cfg.get("title") or f"{evaluator.model.spec.name if evaluator.model.spec else 'classifier'}: {rows[0]['images'] if rows else 0} images"
     md, cs = write_tables(rows, out, title=title)
     lines = [to_markdown(rows, title), f"Table: {md}", f"CSV:   {cs}"]
+    if win := write_win_rate(evaluator, out):  # Win% method x method when boxes= is given
+        lines += [win, f"Win%:  {out / 'win_rate.md'}"]
     fig = evaluator.figure_inputs()
     if fig is not None:
         images, maps, titles = fig

@@ -348,6 +348,7 @@ class LocalisationMetrics(Metric):
         self.add_state("zone_sums", default=torch.zeros(2, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("drops", default=[], dist_reduce_fx="cat")
+        self._synced_drops: Tensor | list | None = None
 
     def update(self, images: Tensor, maps: Tensor, targets: Tensor, boxes: Tensor) -> None:  # type: ignore[override]
         boxes = _check_boxes(boxes.to(maps.device), maps.shape[0])
@@ -366,13 +367,22 @@ class LocalisationMetrics(Metric):
         self.drops.append(((y - p[:, 3]) / y.clamp(min=1e-12)).float())
 
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
+        # states are synced across processes inside compute(): keep the gathered drops for Win%
+        self._synced_drops = torch.cat(self.drops) if isinstance(self.drops, list) and self.drops else self.drops
         box = (100.0 * self.box_sums / self.box_count.clamp(min=1)).float()
         zone = (100.0 * self.zone_sums / self.count.clamp(min=1)).float()
         return dict(zip(LOCALISATION_COLUMNS, [*box, *zone]))
 
+    def reset(self) -> None:
+        super().reset()
+        self._synced_drops = None
+
     def image_drops(self) -> Tensor:
-        """``(N,)`` per-image drops ``(Y - O) / Y`` seen so far (synced across processes under DDP)."""
-        drops = self.drops
+        """``(N,)`` per-image drops ``(Y - O) / Y``: of every process as gathered by the last ``compute()``
+        (under DDP), else of this process."""
+        drops = getattr(self, "_synced_drops", None)
+        if drops is None or (isinstance(drops, list) and not drops):
+            drops = self.drops
         if isinstance(drops, list):
             return torch.cat(drops) if drops else torch.zeros(0)
         return drops
