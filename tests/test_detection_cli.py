@@ -155,3 +155,34 @@ def test_evaluation_runner_writes_table_and_figures(photos, tmp_path):
     for name in ("results.md", "results.csv", "detections.png", "curves.png"):
         assert (tmp_path / name).is_file()
     assert "| camera | 0 | person |" in (tmp_path / "results.md").read_text()
+
+
+def test_match_detections_and_average_map():
+    from lcam.detection.analysis import AverageMap, crop_to_box, match_detections
+
+    boxes = torch.tensor([[0.0, 0, 10, 10], [1.0, 1, 10, 10], [50.0, 50, 60, 60]])
+    labels, scores = torch.tensor([1, 1, 2]), torch.tensor([0.6, 0.9, 0.8])
+    gt = torch.tensor([[0.0, 0, 10, 10], [50.0, 50, 60, 60], [80.0, 80, 90, 90]])
+    det_ok, gt_ok = match_detections(boxes, labels, scores, gt, torch.tensor([1, -1, 3]))
+    # box 1 (best score, IoU 0.81) takes GT 0, box 0 is then a duplicate; box 2 matches the any-class GT
+    assert det_ok.tolist() == [False, True, True] and gt_ok.tolist() == [True, True, False]
+    sal = torch.zeros(20, 20)
+    sal[5:15, 5:15] = torch.arange(10.0).view(1, 10).expand(10, 10)  # a ramp to the right inside the box
+    crop = crop_to_box(sal, (5, 5, 15, 15), (10, 10))
+    assert torch.allclose(crop, torch.arange(10.0).view(1, 10).expand(10, 10) / 9)
+    avg = AverageMap((10, 10))
+    avg.add(torch.stack([sal, sal.flip(1)]), torch.tensor([[5.0, 5, 15, 15], [5.0, 5, 15, 15]]))
+    assert avg.count == 2 and torch.allclose(avg.value(), torch.full((10, 10), 0.5))
+
+
+def test_cli_ground_truth_analysis(photos, tmp_path):
+    gt = tmp_path / "gt.txt"
+    gt.write_text("camera 180 10 250 60 car\n")  # no car there: the person is a false positive, the car box missed
+    summary = run_detection_explain(_cfg(photos / "camera.png", tmp_path / "out", ground_truth=str(gt)))
+    assert summary["explained"] == 1
+    rows = list(csv.DictReader(open(tmp_path / "out" / "detections.csv")))
+    assert [r["status"] for r in rows] == ["false positive", "missed"]
+    assert rows[1]["class_name"] == "car" and [float(rows[1][k]) for k in ("x1", "y1", "x2", "y2")] == [180, 10, 250, 60]
+    for name in ("average_map.png", "average_map.npy", "false_positives.png", "missed.png"):
+        assert (tmp_path / "out" / "analysis" / name).is_file()
+    assert (tmp_path / "out" / "camera_missed0_car.png").is_file()
