@@ -123,9 +123,16 @@ def timm_weights_location(name: str) -> TimmWeights | None:
 
         repo_id, _, revision = hub_id.partition("@")
         first = getattr(cfg, "hf_hub_filename", None) or "pytorch_model.bin"
-        # timm tries the safetensors twin of a .bin file first (timm.models._hub._get_safe_alternatives)
-        safe = "model.safetensors" if first == "pytorch_model.bin" else first[:-4] + ".safetensors" if first.endswith(".bin") else None
-        names = (safe, first) if safe and importlib.util.find_spec("safetensors") is not None else (first,)
+        # timm tries the safetensors twins of a .bin file first (timm.models._hub._get_safe_alternatives)
+        try:
+            from timm.models._hub import _get_safe_alternatives
+
+            safe = list(_get_safe_alternatives(first))
+        except ImportError:  # another timm layout: its main case
+            safe = ["model.safetensors"] if first == "pytorch_model.bin" else []
+        if first.endswith(".safetensors") or importlib.util.find_spec("safetensors") is None:
+            safe = []
+        names = (*safe, first)
         cached = None
         for fname in names:
             hit = try_to_load_from_cache(repo_id, fname, revision=revision or None)
