@@ -11,10 +11,9 @@ import pytest
 import torch
 
 from lcam.detection.base import Detections, postprocess, top_score_vectors
-from lcam.detection.darknet import DarknetNet, MaxPoolDarknet, YOLOv3Tiny, parse_cfg
+from lcam.detection.darknet import YOLOV3_TINY_CFG, DarknetNet, MaxPoolDarknet, YOLOv3Tiny, parse_cfg
 from lcam.detection.weights import DetectorWeightsError, yolov3_tiny_files
 
-CFG = Path(__file__).resolve().parents[1] / "lcam" / "detection" / "yolov3-tiny.cfg"
 
 
 def camera_photo() -> torch.Tensor:
@@ -30,6 +29,11 @@ def yolo():
     return YOLOv3Tiny(input_size=192, score_threshold=0.25)
 
 
+def test_embedded_cfg_is_the_official_one(yolo):
+    official = parse_cfg(Path(yolov3_tiny_files()["cfg"]).read_text())
+    assert parse_cfg(YOLOV3_TINY_CFG) == official
+
+
 def test_darknet_maxpool_matches_darknet_rule():
     x = torch.arange(25.0).view(1, 1, 5, 5)
     # stride 1: window [i, i+1] with the last row/column repeated; size kept
@@ -41,7 +45,7 @@ def test_darknet_maxpool_matches_darknet_rule():
 
 
 def test_yolov3_tiny_cfg_shapes():
-    net = DarknetNet(parse_cfg(CFG.read_text()))
+    net = DarknetNet(parse_cfg(YOLOV3_TINY_CFG))
     raw = net.raw_outputs(torch.rand(2, 3, 128, 128))
     assert [tuple(r.shape) for r in raw] == [(2, 255, 4, 4), (2, 255, 8, 8)]
     boxes, obj, probs = net(torch.rand(1, 3, 160, 160))  # 416 px: 13*13*3 + 26*26*3 = 2535 proposals

@@ -244,14 +244,11 @@ class YOLOv3Tiny(Detector):
         if int(input_size) % 32 or int(input_size) <= 0:
             raise ValueError(f"input_size must be a positive multiple of 32 (darknet: 416), got {input_size}")
         random_init = isinstance(weights, str) and weights.lower() == "none"
-        if random_init:
-            files: dict[str, Any] = {"cfg": Path(__file__).with_name("yolov3-tiny.cfg"), "names": None, "weights": None}
-        else:
-            files = yolov3_tiny_files(weights)
+        files: dict[str, Any] = {"cfg": None, "names": None, "weights": None} if random_init else yolov3_tiny_files(weights)
         cfg_file = Path(cfg_path) if cfg_path else files["cfg"]
         names = read_class_names(names_path or files["names"]) if (names_path or files["names"]) else COCO80
         super().__init__(names, score_threshold, nms_iou, max_detections)
-        blocks = parse_cfg(Path(cfg_file).read_text())
+        blocks = parse_cfg(Path(cfg_file).read_text() if cfg_file else YOLOV3_TINY_CFG)
         blocks[0]["width"] = blocks[0]["height"] = str(int(input_size))
         self.net = DarknetNet(blocks)
         if files["weights"] is not None:
@@ -284,6 +281,160 @@ class YOLOv3Tiny(Detector):
         xyxy = torch.minimum(xyxy.clamp(min=0), scale)  # clipped to the image
         return [Detections(xyxy[i], probs[i], obj[i]) for i in range(images.shape[0])]
 
+
+#: the official ``yolov3-tiny.cfg`` without its comments and blank lines (for random weights; with
+#: the real weights the cfg shipped beside them is read)
+YOLOV3_TINY_CFG = """\
+[net]
+batch=1
+subdivisions=1
+width=416
+height=416
+channels=3
+momentum=0.9
+decay=0.0005
+angle=0
+saturation = 1.5
+exposure = 1.5
+hue=.1
+learning_rate=0.001
+burn_in=1000
+max_batches = 500200
+policy=steps
+steps=400000,450000
+scales=.1,.1
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=1
+pad=1
+activation=leaky
+[maxpool]
+size=2
+stride=2
+[convolutional]
+batch_normalize=1
+filters=32
+size=3
+stride=1
+pad=1
+activation=leaky
+[maxpool]
+size=2
+stride=2
+[convolutional]
+batch_normalize=1
+filters=64
+size=3
+stride=1
+pad=1
+activation=leaky
+[maxpool]
+size=2
+stride=2
+[convolutional]
+batch_normalize=1
+filters=128
+size=3
+stride=1
+pad=1
+activation=leaky
+[maxpool]
+size=2
+stride=2
+[convolutional]
+batch_normalize=1
+filters=256
+size=3
+stride=1
+pad=1
+activation=leaky
+[maxpool]
+size=2
+stride=2
+[convolutional]
+batch_normalize=1
+filters=512
+size=3
+stride=1
+pad=1
+activation=leaky
+[maxpool]
+size=2
+stride=1
+[convolutional]
+batch_normalize=1
+filters=1024
+size=3
+stride=1
+pad=1
+activation=leaky
+[convolutional]
+batch_normalize=1
+filters=256
+size=1
+stride=1
+pad=1
+activation=leaky
+[convolutional]
+batch_normalize=1
+filters=512
+size=3
+stride=1
+pad=1
+activation=leaky
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=255
+activation=linear
+[yolo]
+mask = 3,4,5
+anchors = 10,14,  23,27,  37,58,  81,82,  135,169,  344,319
+classes=80
+num=6
+jitter=.3
+ignore_thresh = .7
+truth_thresh = 1
+random=1
+[route]
+layers = -4
+[convolutional]
+batch_normalize=1
+filters=128
+size=1
+stride=1
+pad=1
+activation=leaky
+[upsample]
+stride=2
+[route]
+layers = -1, 8
+[convolutional]
+batch_normalize=1
+filters=256
+size=3
+stride=1
+pad=1
+activation=leaky
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=255
+activation=linear
+[yolo]
+mask = 0,1,2
+anchors = 10,14,  23,27,  37,58,  81,82,  135,169,  344,319
+classes=80
+num=6
+jitter=.3
+ignore_thresh = .7
+truth_thresh = 1
+random=1
+"""
 
 #: COCO's 80 class names in darknet order (used with random weights, when no coco.names is at hand)
 COCO80 = [
