@@ -89,7 +89,7 @@ def test_smooth_mask_setting_skips_the_sparsity_phase():
     assert CrispMask(model, **SETTINGS).schedule()[1] == (30, 0.01, 1.0, 2.0)
     saliency = smooth(checkerboard(1))
     assert saliency[:, LO:HI, LO:HI].mean() > saliency.mean()  # it still points at the square
-    assert smooth.last_forward_passes == 40
+    assert smooth.last_forward_passes == 40 and len(smooth.last_phase_grids) == 1
 
 
 def test_bad_settings_name_the_setting():

@@ -129,6 +129,7 @@ class CrispMask(Explainer):
         self.lr, self.sparsity, self.seed = float(lr), bool(sparsity), int(seed)
         self.last_masks: Tensor | None = None  # (B, H, W) masks m of the last call
         self.last_grid: Tensor | None = None  # (B, h, w) the same on the optimised grid
+        self.last_phase_grids: list[Tensor] = []  # the grid after each phase (the first = the smooth mask)
         self.last_drop: Tensor | None = None
 
     def schedule(self) -> list[tuple[int, float, float, float]]:
@@ -149,6 +150,7 @@ class CrispMask(Explainer):
             m = torch.ones(b, *grid, device=images.device, dtype=images.dtype, requires_grad=True)
             opt = torch.optim.Adam([m], lr=self.lr)
             t = targets.clone().view(-1, 1)
+            self.last_phase_grids = []
             for steps, l1, l2, l3 in self.schedule():
                 for _ in range(steps):
                     up = F.interpolate(m.unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False).squeeze(1)
@@ -160,6 +162,7 @@ class CrispMask(Explainer):
                     opt.step()
                     with torch.no_grad():
                         m.clamp_(0.0, 1.0)
+                self.last_phase_grids.append(m.detach().clone())
             masks = F.interpolate(m.detach().unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False).squeeze(1)
         self.last_masks, self.last_grid = masks, m.detach()
         self.last_drop = blur_drop(self.model, images, masks, targets, self.sigma0, self.blur_levels)
