@@ -35,8 +35,13 @@ def boxes_loader(loader: DataLoader, boxes: str | None) -> DataLoader:
     boxed = BoxedDataset(loader.dataset, boxes)
     counts = ", ".join(f"{n} {status}" for status, n in boxed.counts().items())
     print(f"Boxes: {boxed.box_file.path} ({len(boxed.box_file)} boxes): {counts}", flush=True)
-    return DataLoader(boxed, batch_size=loader.batch_size, shuffle=False, num_workers=loader.num_workers,
-                      pin_memory=loader.pin_memory, persistent_workers=loader.persistent_workers)
+    # the same loader class and collate (e.g. the data modules' loader that skips unreadable images)
+    kwargs: dict[str, Any] = dict(batch_size=loader.batch_size, shuffle=False, num_workers=loader.num_workers,
+                                  pin_memory=loader.pin_memory, persistent_workers=loader.persistent_workers,
+                                  collate_fn=loader.collate_fn)
+    if hasattr(loader, "max_bad_fraction"):
+        kwargs["max_bad_fraction"] = loader.max_bad_fraction
+    return type(loader)(boxed, **kwargs)
 
 
 def localisation_metrics(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Callable[[Any], LocalisationMetrics]]:

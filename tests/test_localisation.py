@@ -287,3 +287,25 @@ def test_evaluate_with_boxes_adds_the_columns_and_a_win_rate_table(tmp_path):
         table = list(csv.reader(f))
     assert table[0] == ["method", "Grad-CAM", "XGrad-CAM"]
     assert float(table[1][2]) + float(table[2][1]) == pytest.approx(100.0)
+
+
+def test_boxes_loader_keeps_the_loader_that_skips_unreadable_images(tmp_path):
+    from lcam.data.boxes import UNREADABLE
+    from lcam.data.datasets import ImageListDataset
+    from lcam.data.transforms import eval_transform
+    from lcam.data.unreadable import SkippingDataLoader
+    from lcam.localisation import boxes_loader
+
+    files = []
+    for name in ("a.png", "b.png"):
+        _rect_photo((40, 40), (10, 10, 20, 20)).save(tmp_path / name)
+        files.append(tmp_path / name)
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    files.append(tmp_path / "broken.png")
+    ds = ImageListDataset(files, [0, 1, 2], eval_transform(resize=40, crop=40), names=[f.name for f in files],
+                          skip_unreadable=True)
+    (tmp_path / "boxes.txt").write_text("a.png 10 10 20 20\nbroken.png 1 1 5 5\n")
+    loader = boxes_loader(SkippingDataLoader(ds, batch_size=3, max_bad_fraction=0.5), str(tmp_path / "boxes.txt"))
+    assert isinstance(loader, SkippingDataLoader) and loader.dataset.status[2] == UNREADABLE
+    images, labels, boxes = next(iter(loader))
+    assert images.shape[0] == 2 and labels.tolist() == [0, 1] and boxes.shape == (2, 1, 4)

@@ -31,7 +31,7 @@ from torchvision import transforms as T
 from lcam.metrics.localisation import pad_boxes
 
 #: per-image status in :class:`BoxedDataset`
-OK, NO_BOXES, BAD_BOXES = "ok", "no boxes", "bad boxes"
+OK, NO_BOXES, BAD_BOXES, UNREADABLE = "ok", "no boxes", "bad boxes", "unreadable"
 
 
 class BoxWarning(UserWarning):
@@ -172,7 +172,7 @@ class BoxedDataset(Dataset):
         boxes: a :class:`BoxFile` or the path of a boxes file.
 
     Attributes:
-        status: per-sample ``ok``, ``no boxes`` or ``bad boxes``.
+        status: per-sample ``ok``, ``no boxes``, ``bad boxes`` or ``unreadable`` (left to the data loader).
     """
 
     def __init__(self, dataset: Any, boxes: BoxFile | str | os.PathLike) -> None:
@@ -195,7 +195,12 @@ class BoxedDataset(Dataset):
                 self.status.append(NO_BOXES)
                 per_image.append(torch.zeros(0, 4))
                 continue
-            w, h = image_size(item)
+            try:
+                w, h = image_size(item)
+            except Exception:  # noqa: BLE001 - the data loader reports and skips unreadable images
+                self.status.append(UNREADABLE)
+                per_image.append(torch.zeros(0, 4))
+                continue
             outside = [(n, r) for n, r in zip(self.box_file.lines[key], rows)
                        if r[0] < -0.5 or r[1] < -0.5 or r[2] > w + 0.5 or r[3] > h + 0.5]
             for n, r in outside:
@@ -212,10 +217,12 @@ class BoxedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: Any) -> tuple[Tensor, int, Tensor]:
-        x, label = self.dataset[key][:2]
+    def __getitem__(self, key: Any) -> Any:
+        sample = self.dataset[key]
+        if not isinstance(sample, tuple):  # e.g. an unreadable-image record: the data loader skips it
+            return sample
         index = key[0] if isinstance(key, tuple) else key
-        return x, label, self.boxes[index]
+        return sample[0], sample[1], self.boxes[index]
 
     def counts(self) -> dict[str, int]:
         """Images per status, e.g. ``{"ok": 1290, "no boxes": 10}``."""
