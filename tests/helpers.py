@@ -17,3 +17,22 @@ def compose_train(overrides: list[str], output_dir: Path, config_name: str = "tr
     """Compose ``conf/<config_name>.yaml`` with overrides, writing into ``output_dir``."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(config_name, overrides=[*overrides, f"paths.output_dir={output_dir}"])
+
+
+class KillAtEpochStart:
+    """A Lightning callback that kills its own process (SIGKILL, no clean-up of any kind) when
+    epoch ``epoch`` starts: after the previous epoch's checkpoint, as a crash or ``kill -9`` would.
+    Added on the command line: ``+callbacks.crash._target_=tests.helpers.KillAtEpochStart``."""
+
+    def __new__(cls, epoch: int = 1):
+        import os
+        import signal
+
+        import pytorch_lightning as pl
+
+        class _Kill(pl.Callback):
+            def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+                if trainer.current_epoch == epoch:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        return _Kill()

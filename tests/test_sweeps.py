@@ -157,6 +157,11 @@ def test_ddp_children_of_a_multirun_job_get_its_overrides_in_run_mode(monkeypatc
     monkeypatch.setattr(launch, "_ORIGINAL_ARGV", argv)
     argv = launch._child_argv(["model.loss.area_coef=2", "hydra.mode=RUN"])
     assert argv == ["train.py", "-cn", "train", "--config-dir=/extra", "model.loss.area_coef=2", "hydra.mode=RUN"]
-    assert not launch.hydra_multirun()  # outside Hydra: begin_job/end_job do nothing
+    # outside a multirun (here: no Hydra at all) begin_job/end_job leave the command line and the DDP variables alone
+    assert not launch.hydra_multirun()
+    monkeypatch.setattr(sys, "argv", ["train.py", "model.loss.area_coef=2"])
+    env_before = {k: os.environ.get(k) for k in launch._DDP_ENV_KEYS}
     launch.begin_job()
+    assert launch._state["active"] is False and sys.argv == ["train.py", "model.loss.area_coef=2"]
     launch.end_job(None)
+    assert sys.argv == ["train.py", "model.loss.area_coef=2"] and {k: os.environ.get(k) for k in launch._DDP_ENV_KEYS} == env_before

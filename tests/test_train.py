@@ -1,9 +1,9 @@
 """train.py end to end through Hydra: demo run, every experiment, resume, clear errors."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import hydra
@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from lcam.data import demo_photos
+from lcam.resume import RunCompleteError
 from lcam.training import run_training
 from tests.helpers import TINY, compose_train
 
@@ -101,23 +102,36 @@ def test_every_experiment_composes_and_instantiates(experiment, imagenet_root, t
     assert cfg.model.optimizer.lr == 0.01 and cfg.data.batch_size == 64
 
 
-def _run_script(args: list[str], timeout: float = 120) -> tuple[subprocess.CompletedProcess, float]:
-    start = time.perf_counter()
-    out = subprocess.run([sys.executable, "train.py", *args, "logger=csv", "hydra.run.dir=/tmp/lcam_test_errors"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    return out, time.perf_counter() - start
+def _run_script(args: list[str], run_dir: Path, script: str = "train.py", timeout: float = 120) -> subprocess.CompletedProcess:
+    """The script as a user runs it: no HYDRA_FULL_ERROR (the tests' default), so user errors are short."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run([sys.executable, script, *args, "logger=csv", f"hydra.run.dir={run_dir}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_missing_dataset_stops_quickly_naming_path_and_key():
-    out, _ = _run_script(["+experiment=lcam_img", "data.root=/nonexistent/imagenet"])
-    assert out.returncode != 0
-    assert "/nonexistent/imagenet" in out.stderr and "data.root=" in out.stderr
+def _one_error_line(out: subprocess.CompletedProcess) -> str:
+    """The run failed with exit status 1 and one ``Error: ...`` line, no traceback."""
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr and "HYDRA_FULL_ERROR" not in out.stderr, out.stderr[-3000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, out.stderr[-3000:]
+    return errors[0]
 
 
-def test_missing_weights_file_names_the_file_and_how_to_provide_it(imagenet_root):
-    out, _ = _run_script(["+experiment=lcam_img", f"data.root={imagenet_root}", "backbone.weights=/missing/vgg16-397923af.pth"])
-    assert out.returncode != 0
-    assert "vgg16-397923af.pth" in out.stderr and "backbone.weights=" in out.stderr
+def test_missing_dataset_stops_quickly_naming_path_and_key(tmp_path):
+    out = _run_script(["+experiment=lcam_img", "data.root=/nonexistent/imagenet"], tmp_path / "run")
+    line = _one_error_line(out)
+    assert "/nonexistent/imagenet" in line and "data.root=" in line
+    assert not (tmp_path / "run").exists()  # no empty run folder left behind
+
+
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
+def test_missing_weights_file_names_the_file_and_how_to_provide_it(imagenet_root, tmp_path, script):
+    args = ["+experiment=lcam_img"] if script == "train.py" else ["backbone=vgg16", "explainer=gradcam", "data=imagenet"]
+    out = _run_script([*args, f"data.root={imagenet_root}", f"data.val_list={imagenet_root / 'val_list.txt'}",
+                       "backbone.weights=/missing/vgg16-397923af.pth"], tmp_path / "run", script)
+    line = _one_error_line(out)
+    assert "vgg16-397923af.pth" in line and "backbone.weights=" in line
 
 
 def test_missing_hub_weights_offline_message(monkeypatch, tmp_path):
@@ -153,6 +167,15 @@ def test_resume_equals_straight_training(tmp_path):
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
     sa, sb = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
     assert all(torch.equal(sa[k]["momentum_buffer"], sb[k]["momentum_buffer"]) for k in sa)
+    # the resumed run's metrics CSV continues the first run's: epoch 0 rows, then epoch 1 rows, as in the straight run
+    def epochs(run: str) -> list[str]:
+        return [line.split(",")[1] for line in (tmp_path / run / "csv" / "metrics.csv").read_text().splitlines()[1:]]
+    assert epochs("resumed") == epochs("straight") and "0" in epochs("resumed") and "1" in epochs("resumed")
+    # the end of a finished run cannot be resumed: the message says to raise trainer.max_epochs
+    again = compose_train([*common, "trainer.max_epochs=2", f"ckpt_path={tmp_path / 'resumed' / 'checkpoints' / 'last.ckpt'}"],
+                          tmp_path / "again")
+    with pytest.raises(RunCompleteError, match=r"2 of trainer.max_epochs=2 epochs done\). To train further, raise trainer.max_epochs"):
+        run_training(again)
 
 
 def test_resume_from_missing_checkpoint_is_a_clear_error(tmp_path):
