@@ -126,3 +126,21 @@ def test_backbone_weights_override(ckpt, tmp_path_factory):
     assert torch.equal(model.head.conv.weight, pretrained.head.conv.weight)
     with pytest.raises(ValueError, match="hparams_file"):
         LCAM.load_from_checkpoint(ckpt, hparams_file="hparams.yaml")
+
+
+def test_checkpoint_written_before_optimizer_targets_still_loads_and_trains_the_same(ckpt, tmp_path):
+    """A checkpoint of the earlier layout (optimizer/scheduler without ``_target_``, no ``lcam_run``)
+    loads, and its optimiser is still the paper's SGD with the bias multiplier and per-epoch decay."""
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert raw["hyper_parameters"]["optimizer"]["_target_"] == "torch.optim.SGD" and "lcam_run" in raw
+    hp = raw["hyper_parameters"]
+    hp["optimizer"] = {"lr": 0.01, "bias_lr_mult": 2.0, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}
+    hp["scheduler"] = {"gamma": 0.75}
+    del raw["lcam_run"]
+    old = tmp_path / "old.ckpt"
+    torch.save(raw, old)
+    model = LCAM.load_from_checkpoint(old)
+    conf = model.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]
+    assert type(opt) is torch.optim.SGD and [g["lr"] for g in opt.param_groups] == pytest.approx([0.01, 0.02])
+    assert opt.param_groups[0]["nesterov"] and sched["interval"] == "epoch" and sched["scheduler"].gamma == 0.75
