@@ -14,9 +14,8 @@ cost of a pass does not depend on the weights):
   ratio divides the median of its timed calls by the median of plain forward passes timed
   alternately with them (``fwd, method, fwd, method, ...``), so a change of machine load during
   the run moves both. One warm-up call of each first.
-* every registry method (``lcam.explainers.EXPLAINERS``) and the L-CAM explanation
-  (``LCAM(backbone=model).saliency(images)``, an untrained head: it costs the same as a trained
-  one), with ``targets=None`` (each method finds the top-1 class itself).
+* every registered method (``lcam.explainers.EXPLAINERS``), L-CAM with an untrained head (it costs
+  the same as a trained one), with ``targets=None`` (each method finds the top-1 class itself).
 * ``#FW``: images through the classifier per explained image, counted by
   :class:`lcam.evaluation.ForwardCounter` (a hook on the feature extractor): the evaluation's own
   count, including the pass on the unmodified image.
@@ -62,7 +61,8 @@ from torch import Tensor, nn  # noqa: E402
 
 from lcam.backbones import FrozenClassifier, build_backbone  # noqa: E402
 from lcam.evaluation import ForwardCounter  # noqa: E402
-from lcam.explainers import EXPLAINERS, build_explainer  # noqa: E402
+from lcam.explainers import EXPLAINERS, build_explainer, missing_settings  # noqa: E402
+from lcam.heads import AttentionHead  # noqa: E402
 from lcam.maps import minmax_normalize  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -330,23 +330,14 @@ class Bench:
                 if method == "rise":
                     self.run_rise(key, model, counter, images, ref.seconds)
                     continue
-                if method == "lcam":
-                    from lcam.module import LCAM
+                cfg = self.settings_for(method, key)
+                own = {"head": AttentionHead(model.feature_channels, model.num_classes)} if missing_settings({"name": method}) else {}
+                explainer = build_explainer({"name": method, **cfg, **own}, model)  # a checkpoint's method: an untrained head
 
-                    lcam = LCAM(backbone=model).eval()  # the same frozen classifier; an untrained head costs the same
+                def fn(explainer: Any = explainer, images: Tensor = images) -> Tensor:
+                    return explainer(images)
 
-                    def fn(lcam: LCAM = lcam, images: Tensor = images) -> Tensor:
-                        return lcam.saliency(images)[0]
-
-                    settings = "untrained head"
-                else:
-                    cfg = self.settings_for(method, key)
-                    explainer = build_explainer({"name": method, **cfg}, model)
-
-                    def fn(explainer: Any = explainer, images: Tensor = images) -> Tensor:
-                        return explainer(images)
-
-                    settings = ", ".join(f"{k}={v}" for k, v in cfg.items())
+                settings = ", ".join(f"{k}={v}" for k, v in cfg.items()) or ("untrained head" if own else "")
                 self.log(f"{key} b={b} {method}")
                 expensive = method in PERTURBATION
                 t = timed(fn, forward, 1 if expensive else a.repeats, counter, b, warmup=not expensive)
@@ -566,7 +557,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", choices=sorted(MODELS), help="default: all (--quick: mobilenet_v2)")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
-    p.add_argument("--methods", nargs="+", choices=[*EXPLAINERS, "lcam"], help="default: all registry methods + lcam")
+    p.add_argument("--methods", nargs="+", choices=list(EXPLAINERS), help="default: every registered method (lcam with an untrained head)")
     p.add_argument("--skip", nargs="*", default=[], help="methods to leave out")
     p.add_argument("--quick", action="store_true", help="MobileNetV2 only, reduced counts, fewer repeats")
     p.add_argument("--peers", action="store_true", help="time pytorch-grad-cam / torchcam equivalents and Score-CAM on trained weights")
@@ -590,7 +581,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     q = args.quick
     args.models = args.models or (["mobilenet_v2"] if q else list(MODELS))
-    args.methods = [m for m in (args.methods or [*EXPLAINERS, "lcam"]) if m not in args.skip]
+    args.methods = [m for m in (args.methods or list(EXPLAINERS)) if m not in args.skip]
     args.repeats = args.repeats or (3 if q else 5)
     args.smooth_samples = args.smooth_samples or (2 if q else 4)
     args.rise_chunks = args.rise_chunks or ([4, 16, 64] if q else [4, 8, 16, 32, 64])

@@ -15,13 +15,13 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
     from lcam import explain
-    from lcam.explain.api import Explanation
+    from lcam.explain.result import Explanation
     from lcam.module import LCAM
 
 __all__ = ["LCAM", "Explanation", "__version__", "explain", "load_checkpoint"]
 
-_LAZY = {"LCAM": ("lcam.module", "LCAM"), "Explanation": ("lcam.explain.api", "Explanation"),
-         "load_checkpoint": ("lcam.checkpoint", "load_lcam_checkpoint")}
+_LAZY = {"LCAM": ("lcam.module", "LCAM"), "Explanation": ("lcam.explain.result", "Explanation"),
+         "load_checkpoint": ("lcam.module", "load_lcam_checkpoint")}
 
 
 def __getattr__(name: str) -> Any:

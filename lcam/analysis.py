@@ -18,17 +18,12 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from lcam.explain.api import (
-    LCAM_METHOD,
-    Engine,
-    Explanation,
-    TargetPlan,
-    class_index,
-    make_engine,
-    resolve_classifier,
-    run_batch,
-)
-from lcam.explain.inputs import Images, InputError, InputItem, collect_inputs, group_by_shape, iter_batches, make_transform
+from lcam.explain.classifier import resolve_classifier
+from lcam.explain.engine import Engine, bind, make_engine
+from lcam.explain.inputs import Images, InputError
+from lcam.explain.result import Explanation
+from lcam.explain.stream import Source, explain_batches
+from lcam.explainers.targets import TargetPlan, parse_targets
 from lcam.viz import comparison_grid, overlay, panel_grid, to_numpy_image
 
 log = logging.getLogger(__name__)
@@ -49,31 +44,6 @@ DEMO_LABELS: dict[str, int] = {
 
 def _engine(model: Any, method: str | None, **settings: Any) -> Engine:
     return model if isinstance(model, Engine) else make_engine(model, method, **settings)
-
-
-def _batches(engine: Engine, images: Images, labels: Mapping[str, int] | str | None, resize: int | None, crop: int | None,
-             batch_size: int, strict: bool) -> Iterator[tuple[list[InputItem], list[int], Tensor]]:
-    """``(items, positions, images (B, 3, H, W))`` batches of equal-size images; unreadable files
-    raise (``strict``) or are skipped with one warning line each."""
-    if isinstance(images, Tensor):
-        x = images.unsqueeze(0) if images.ndim == 3 else images
-        items = [InputItem(f"image{i}", Image.new("RGB", (1, 1))) for i in range(x.shape[0])]
-        if labels is not None and isinstance(labels, Mapping):
-            for it in items:
-                it.label = int(labels.get(it.name, -1))
-        for s in range(0, len(items), batch_size):
-            pos = list(range(s, min(s + batch_size, len(items))))
-            yield [items[i] for i in pos], pos, x[pos[0]:pos[-1] + 1]
-        return
-    items = collect_inputs(images, labels=labels)
-    transform = make_transform(resize, crop, engine.interpolation)
-    for loaded, failed in iter_batches(items, transform, batch_size):
-        for i, err in failed:
-            if strict:
-                raise InputError(f"Cannot read image {items[i].file}: {err}")
-            log.warning("skipped %s: %s", items[i].file, err)
-        for idx, x in group_by_shape(loaded):
-            yield [items[i] for i in idx], idx, x
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,9 +76,12 @@ def class_specific_view(model: Any, image: Images, classes: Sequence[int | str],
     engine = _engine(model, method, **settings)
     if not classes:
         raise InputError("classes is empty: give two or more class ids or names")
-    plan = TargetPlan("classes", ids=torch.tensor([class_index(c, engine) for c in classes]))
-    for items, pos, x in _batches(engine, image, None, resize, crop, 1, strict=True):
-        return class_sheet(run_batch(engine, x[:1], [plan], items[:1], pos[:1])[0], 0, alpha, cmap)
+    source = Source.of(image)
+    if len(source) != 1:
+        raise InputError(f"class_specific_view explains one image, got {len(source)}")
+    plan = parse_targets([list(classes)], engine.classes, 1)
+    for batch in explain_batches(engine, source, [plan], resize=resize, crop=crop, batch_size=1, bad_files="raise"):
+        return class_sheet(batch.results[0], 0, alpha, cmap)
     raise InputError("No image given")
 
 
@@ -177,9 +150,11 @@ def misclassification_pages(model: Any, images: Images, labels: Mapping[str, int
     skipped with a warning)."""
     engine = _engine(model, method, **settings)
     sheets = MisclassificationSheets(per_page, only_errors, alpha, cmap)
-    plan = TargetPlan("label_pred")
-    for items, pos, x in _batches(engine, images, labels, resize, crop, batch_size, strict=False):
-        yield from sheets.add(run_batch(engine, x, [plan], items, pos)[0])
+    source = Source.of(images, labels=labels)
+    for batch in explain_batches(engine, source, [TargetPlan("label_pred")], resize=resize, crop=crop, batch_size=batch_size,
+                                 bad_files="skip"):
+        if batch.results:
+            yield from sheets.add(batch.results[0])
     if sheets.labelled == 0:
         log.warning("misclassification view: no labelled images (give labels=... or use synset folders)")
     yield from sheets.flush(engine.method)
@@ -223,11 +198,7 @@ class ComparisonSheets:
     def add(self, images: Tensor, targets: Tensor, names: Sequence[str], titles: Sequence[str]) -> list[Image.Image]:
         """Explain ``images`` ``(B, 3, H, W)`` for ``targets`` ``(B,)`` with every method."""
         done = []
-        dev_images = images.to(self.engines[0].device)
-        t = targets.to(dev_images.device)
-        per_method = {}
-        for e in self.engines:
-            per_method[e.method] = e.maps(dev_images, e.prepare(dev_images), t).detach().float().cpu()
+        per_method = {e.method: e.maps_for(images, targets) for e in self.engines}
         for b in range(images.shape[0]):
             self.images.append(images[b].cpu())
             self.titles.append(f"{names[b]}\n{titles[b]}")
@@ -254,17 +225,14 @@ class ComparisonSheets:
 
 
 def comparison_engines(model: Any, methods: Sequence[str], settings: Mapping[str, Mapping[str, Any]] | None = None) -> list[Engine]:
-    """One engine per method, all on the same classifier (loaded once)."""
+    """One engine per method, all on the same classifier (loaded once; an engine's classifier is reused)."""
     if not methods:
         raise InputError("methods is empty: give e.g. ['lcam', 'gradcam', 'scorecam']")
-    if isinstance(model, Engine):
-        model = model.lcam if model.lcam is not None else model.backbone
-    lcam_model, backbone = resolve_classifier(model)
-    base = lcam_model if lcam_model is not None else backbone
-    return [make_engine(base, m, **dict((settings or {}).get(m, {}))) for m in methods]
+    classifier = model.classifier if isinstance(model, Engine) else resolve_classifier(model)
+    return [bind(classifier, m, **dict((settings or {}).get(m, {}))) for m in methods]
 
 
-def method_comparison(model: Any, images: Images, methods: Sequence[str] = (LCAM_METHOD, "gradcam"), targets: Sequence[int | str] | int | str | None = None,
+def method_comparison(model: Any, images: Images, methods: Sequence[str] = ("lcam", "gradcam"), targets: Any = None,
                       *, resize: int | None = 256, crop: int | None = 224, batch_size: int = 16,
                       settings: Mapping[str, Mapping[str, Any]] | None = None) -> Image.Image:
     """Rows = methods, columns = images, every method explaining the same class (paper Fig. 3).
@@ -273,27 +241,21 @@ def method_comparison(model: Any, images: Images, methods: Sequence[str] = (LCAM
         model: see :func:`lcam.explain` (an L-CAM model to include ``lcam`` among the methods).
         images: a few images (all become columns of one grid).
         methods: method names, e.g. ``["lcam", "gradcam", "gradcampp", "scorecam"]``.
-        targets: ``None`` (each image's top-1 class), one class for all, or one per image.
+        targets: as for :func:`lcam.explain`, one class per image: ``None`` (each image's top-1
+            class), one class for all, or one per image.
         settings: per-method explainer settings, e.g. ``{"rise": {"n_masks": 1000}}``.
     """
     engines = comparison_engines(model, methods, settings)
     sheets = ComparisonSheets(engines, per_page=10**9)
     first = engines[0]
-    for items, pos, x in _batches(first, images, None, resize, crop, batch_size, strict=True):
-        xd = x.to(first.device)
-        logits = first.logits(xd, first.prepare(xd))
-        if targets is None:
-            t = logits.argmax(dim=1)
-        elif isinstance(targets, (int, str)):
-            t = torch.full((x.shape[0],), class_index(targets, first), dtype=torch.long)
-        else:
-            refs = list(targets)
-            if max(pos) >= len(refs):
-                raise InputError(f"Got {len(refs)} targets for more images: pass one class per image, one for all, or None")
-            t = torch.tensor([class_index(refs[p], first) for p in pos], dtype=torch.long)
-        probs = logits.softmax(dim=1).gather(1, t.view(-1, 1).to(logits.device)).squeeze(1)
-        titles = [f"{first.class_name(int(c))} ({float(p):.2f})" for c, p in zip(t, probs)]
-        sheets.add(x, t, [it.name for it in items], titles)
+    source = Source.of(images)
+    plan = parse_targets(targets, first.classes, len(source))
+    for batch in explain_batches(first, source, [plan], resize=resize, crop=crop, batch_size=batch_size, bad_files="raise"):
+        result = batch.results[0]
+        if len(result) != result.num_images:
+            raise InputError("method_comparison explains one class per image: give None, one class, or one per image")
+        titles = [f"{first.class_name(int(c))} ({float(p):.2f})" for c, p in zip(result.classes, result.probs)]
+        sheets.add(batch.images, result.classes, result.names, titles)
     pages = sheets.flush()
     if not pages:
         raise InputError("No images given")

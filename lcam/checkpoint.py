@@ -2,22 +2,27 @@
 
 A ``.ckpt`` file is a pickle; unpickling an arbitrary one can run code. Checkpoints are therefore
 read with ``torch.load(..., weights_only=True)``, which only rebuilds tensors and plain containers
-(dict, list, tuple, str, numbers, ...). The model is then rebuilt from the checkpoint's
-hyperparameters (``LCAM(**hyper_parameters)``: the frozen backbone comes from its identity, never
-from the file) and the head weights are loaded through the module's own checkpoint hook, which
-checks that the backbone matches.
+(dict, list, tuple, str, numbers, ...). Two ways to use one:
+
+* :func:`load_learned_head` - the frozen backbone (rebuilt from its identity, never from the file)
+  and the attention head: all that explaining needs (the ``lcam`` explainer);
+* :func:`load_module` - the whole LightningModule of a given class, ``cls(**hyper_parameters)``,
+  with its weights loaded through its own checkpoint hook (``LCAM.load_from_checkpoint``).
+
+This module never imports the LightningModule: the class is passed in.
 """
 from __future__ import annotations
 
 import os
 import pickle
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Union
 
 import torch
 
-if TYPE_CHECKING:  # pragma: no cover
-    from lcam.module import LCAM
+from lcam.backbones import BackboneSpec, BackboneWeightsError, FrozenClassifier, build_backbone
+from lcam.heads import AttentionHead
 
 MapLocation = Union[str, torch.device, dict, Callable, None]
 
@@ -70,6 +75,10 @@ def read_checkpoint(path: str | os.PathLike, map_location: MapLocation = "cpu") 
     return ckpt
 
 
+#: the keys that make two backbones the same classifier for a head (weights aside)
+IDENTITY_KEYS = ("name", "layer", "source")
+
+
 def _target_device(map_location: MapLocation, state: dict[str, Any]) -> torch.device:
     if isinstance(map_location, (str, torch.device)):
         return torch.device(map_location)
@@ -77,39 +86,122 @@ def _target_device(map_location: MapLocation, state: dict[str, Any]) -> torch.de
     return tensor.device if tensor is not None else torch.device("cpu")
 
 
-def _check_head(ckpt_state: dict[str, Any], model: "LCAM", path: Path) -> None:
-    weight = ckpt_state.get("head.conv.weight")
-    if not isinstance(weight, torch.Tensor):
-        raise CheckpointError(f"{path} has no L-CAM head weights ('head.conv.weight' missing from its state_dict)")
-    mine = model.head.conv.weight
-    if tuple(weight.shape) != tuple(mine.shape):
-        spec = model.backbone_spec
-        ident = f"'{spec.name}' at layer '{spec.layer}'" if spec is not None else type(model.backbone).__name__
-        raise CheckpointError(
-            f"Checkpoint {path} does not match the requested model: its head explains {weight.shape[0]} classes from "
-            f"{weight.shape[1]} feature channels, but backbone {ident} has {mine.shape[0]} classes and "
-            f"{mine.shape[1]} channels. Load it with the backbone it was trained on."
+def same_backbone(a: FrozenClassifier, b: FrozenClassifier) -> bool:
+    """True when two classifiers have the same identity (name, layer, source, weights)."""
+    if a is b:
+        return True
+    if a.spec is None or b.spec is None:
+        return False
+    return all(getattr(a.spec, k) == getattr(b.spec, k) for k in (*IDENTITY_KEYS, "weights"))
+
+
+def saved_backbone(ckpt: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """The backbone identity a checkpoint was trained on."""
+    saved = ckpt.get("lcam_backbone") or ckpt["hyper_parameters"].get("backbone")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path} does not record its backbone (hyper_parameters['backbone'] missing); "
+                              "pass backbone={'name': ..., 'layer': ...} explicitly")
+    return dict(saved)
+
+
+def check_identity(saved: Mapping[str, Any], requested: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming both identities when the requested backbone is not the saved one."""
+    if any(saved.get(k) != requested.get(k) for k in IDENTITY_KEYS if requested.get(k) is not None):
+        raise ValueError(
+            "Checkpoint backbone does not match this model: checkpoint has "
+            f"{ {k: saved.get(k) for k in IDENTITY_KEYS} }, model has { {k: requested.get(k) for k in IDENTITY_KEYS} }. "
+            "Use the same backbone config (e.g. the same +experiment=...) as the run that wrote it."
         )
 
 
-def load_lcam_checkpoint(path: str | os.PathLike, map_location: MapLocation = None, backbone_weights: str | None = None,
-                         strict: bool = True, hparams_file: Any = None, cls: type | None = None, **overrides: Any) -> "LCAM":
-    """Load an L-CAM model from a checkpoint written by ``train.py``, safely.
+def _check_head(weight: Any, backbone: FrozenClassifier, path: Path) -> None:
+    if not isinstance(weight, torch.Tensor) or weight.ndim != 4:
+        raise CheckpointError(f"{path} has no L-CAM head weights ('head.conv.weight' missing from its state_dict)")
+    k, c = backbone.feature_channels, backbone.num_classes
+    if (weight.shape[0], weight.shape[1]) != (c, k):
+        spec = backbone.spec
+        ident = f"'{spec.name}' at layer '{spec.layer}'" if spec is not None else type(backbone).__name__
+        raise CheckpointError(
+            f"Checkpoint {path} does not match the requested model: its head explains {weight.shape[0]} classes from "
+            f"{weight.shape[1]} feature channels, but backbone {ident} has {c} classes and "
+            f"{k} channels. Load it with the backbone it was trained on."
+        )
+
+
+@dataclass
+class LearnedHead:
+    """What explaining with a checkpoint needs: the frozen classifier, the head and the variant."""
+
+    backbone: FrozenClassifier
+    head: AttentionHead
+    variant: str
+    path: Path
+
+
+def load_learned_head(path: str | os.PathLike, backbone: FrozenClassifier | Mapping[str, Any] | None = None,
+                      backbone_weights: str | None = None, map_location: MapLocation = None) -> LearnedHead:
+    """The backbone and the trained attention head of an L-CAM checkpoint, loaded safely.
+
+    Args:
+        path: the ``.ckpt`` file written by ``train.py``.
+        backbone: ``None`` (rebuild the checkpoint's backbone), a :class:`FrozenClassifier` to share
+            (it must be the checkpoint's: same name, layer, source and weights) or a backbone config
+            that must agree with the checkpoint's (name, layer, source).
+        backbone_weights: where a rebuilt backbone's weights come from (``imagenet``, a file, ``none``).
+        map_location: device of a rebuilt backbone and of the head (default CPU; a shared backbone
+            keeps its device).
+
+    Raises:
+        FileNotFoundError, CheckpointError, ValueError (another backbone), BackboneWeightsError.
+    """
+    p = Path(os.path.expanduser(str(path)))
+    ckpt = read_checkpoint(p, map_location="cpu")
+    saved = saved_backbone(ckpt, p)
+    if isinstance(backbone, FrozenClassifier):
+        if backbone.spec is None or any(getattr(backbone.spec, k) != saved.get(k) for k in (*IDENTITY_KEYS, "weights")):
+            raise ValueError(f"The L-CAM checkpoint {p.name} was trained on {BackboneSpec.from_dict(saved)} but the classifier "
+                             f"to explain is {backbone.spec}; explain it with the checkpoint's backbone")
+        model = backbone
+    else:
+        spec = dict(saved)
+        if backbone is not None:
+            requested = dict(backbone)
+            check_identity(saved, requested)
+            spec.update({k: v for k, v in requested.items() if v is not None})
+        if backbone_weights is not None:
+            spec["weights"] = str(backbone_weights)
+        try:
+            model = build_backbone(spec)
+        except BackboneWeightsError as err:
+            raise BackboneWeightsError(f"{err} (when loading {p.name}: pass backbone_weights=... to choose the backbone's weights)") from None
+        model.to(_target_device("cpu" if map_location is None else map_location, {}))
+    state = ckpt["state_dict"]
+    weight = state.get("head.conv.weight")
+    _check_head(weight, model, p)
+    head = AttentionHead(int(weight.shape[1]), int(weight.shape[0]))
+    head.load_state_dict({"conv.weight": weight, "conv.bias": state["head.conv.bias"]})
+    head.to(model.mean.device).eval()
+    for param in head.parameters():
+        param.requires_grad_(False)
+    return LearnedHead(model, head, str(ckpt["hyper_parameters"].get("variant", "img")), p)
+
+
+def load_module(path: str | os.PathLike, cls: type, map_location: MapLocation = None, backbone_weights: str | None = None,
+                strict: bool = True, hparams_file: Any = None, **overrides: Any) -> Any:
+    """Load a whole LightningModule of class ``cls`` (e.g. :class:`lcam.module.LCAM`) from a checkpoint, safely.
 
     Args:
         path: the ``.ckpt`` file.
-        map_location: where to put the model: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device``
-            (or a dict/callable as for :func:`torch.load`). ``None`` means CPU, so GPU checkpoints open
-            on machines without a GPU; move the model later with ``.to("cuda")``.
+        cls: the class to build, ``cls(**hyper_parameters)``; it must provide ``on_load_checkpoint``
+            (checks the backbone identity, re-inserts the frozen weights) and ``backbone``.
+        map_location: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device`` (or a dict/callable as for
+            :func:`torch.load`). ``None`` means CPU, so GPU checkpoints open on machines without a GPU.
         backbone_weights: where the frozen backbone's weights come from, when not from the run that
-            wrote the checkpoint: ``"imagenet"`` (torchvision/timm caches), a state-dict file, or
-            ``"none"`` (random, for tests).
+            wrote the checkpoint: ``"imagenet"``, a state-dict file, or ``"none"`` (random, for tests).
         strict: passed to ``load_state_dict``.
         hparams_file: not supported (hyperparameters come from the checkpoint); must be ``None``.
-        cls: the class to build (default :class:`lcam.module.LCAM`).
         **overrides: hyperparameters that replace the checkpoint's (as in Lightning), e.g.
-            ``backbone={...}`` to request a specific backbone; a backbone that differs from the
-            checkpoint's raises an error naming both.
+            ``backbone={...}``; a backbone that differs from the checkpoint's raises an error naming both.
 
     Returns:
         The model in eval mode on the requested device.
@@ -120,8 +212,6 @@ def load_lcam_checkpoint(path: str | os.PathLike, map_location: MapLocation = No
     if hparams_file is not None:
         raise ValueError("hparams_file is not supported: hyperparameters are read from the checkpoint; "
                          "pass replacements as keyword arguments instead")
-    if cls is None:
-        from lcam.module import LCAM as cls  # noqa: N813 - default class
     p = Path(os.path.expanduser(str(path)))
     ckpt = read_checkpoint(p, map_location="cpu" if map_location is None else map_location)
     hparams = dict(ckpt["hyper_parameters"])
@@ -132,8 +222,6 @@ def load_lcam_checkpoint(path: str | os.PathLike, map_location: MapLocation = No
                               "pass backbone={'name': ..., 'layer': ...} explicitly")
     if isinstance(backbone, dict) and backbone_weights is not None:
         hparams["backbone"] = {**backbone, "weights": str(backbone_weights)}
-    from lcam.backbones import BackboneWeightsError
-
     try:
         model = cls(**hparams)
     except TypeError as err:
@@ -142,7 +230,7 @@ def load_lcam_checkpoint(path: str | os.PathLike, map_location: MapLocation = No
         raise BackboneWeightsError(f"{err} (when loading {p.name}: pass backbone_weights=... to choose the backbone's weights)") from None
     state = ckpt["state_dict"]
     model.on_load_checkpoint(ckpt)  # checks the backbone identity, re-inserts the frozen weights
-    _check_head(state, model, p)
+    _check_head(state.get("head.conv.weight"), model.backbone, p)
     model.load_state_dict(state, strict=strict)
     model.to(_target_device(map_location if map_location is not None else "cpu", state))
     model.eval()

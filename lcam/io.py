@@ -1,4 +1,4 @@
-"""Image loading that converts instead of rejecting, and atomic file writes."""
+"""Image loading that converts instead of rejecting, atomic file writes, and the error type for bad user input."""
 from __future__ import annotations
 
 import contextlib
@@ -11,6 +11,10 @@ import numpy as np
 from PIL import Image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+class InputError(ValueError):
+    """Bad user input (no images, bad class id, unknown method...); the message is one line naming the fix."""
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -307,23 +307,35 @@ class LCAM(pl.LightningModule):
     def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, hparams_file: Any = None,  # type: ignore[override]
                              strict: bool = True, **kwargs: Any) -> "LCAM":
         """Load a checkpoint written by ``train.py`` without executing code from it
-        (``torch.load(weights_only=True)``); see :func:`lcam.checkpoint.load_lcam_checkpoint`.
+        (``torch.load(weights_only=True)``); see :func:`lcam.checkpoint.load_module`.
 
         ``map_location=None`` puts the model on the CPU; ``kwargs`` replace hyperparameters
         (``backbone_weights=...`` chooses the frozen backbone's weights).
         """
-        from lcam.checkpoint import load_lcam_checkpoint
+        from lcam.checkpoint import load_module
 
-        return load_lcam_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file, strict=strict,
-                                    cls=cls, **kwargs)
+        return load_module(checkpoint_path, cls, map_location=map_location, hparams_file=hparams_file, strict=strict, **kwargs)
+
+    def as_explainer(self) -> Any:
+        """This model as a registered ``lcam`` explainer (:class:`lcam.explainers.LCAMExplainer`)
+        sharing its backbone and head: what :func:`lcam.explain` uses for an L-CAM model."""
+        from lcam.explainers.learned import LCAMExplainer
+
+        return LCAMExplainer(self.backbone, head=self.head, variant=self.variant)
 
     def explain(self, images: Any, targets: Any = None, k: int = 3, method: str = "lcam", **kwargs: Any) -> Any:
         """Saliency maps for PIL images, files, folders or a ``(B, 3, H, W)`` tensor in [0, 1]
         (``targets``: ``None``, a class, one per image or ``"topk"``); returns an
-        :class:`lcam.explain.api.Explanation`. See :func:`lcam.explain.api.explain`."""
+        :class:`lcam.explain.Explanation`. See :func:`lcam.explain.api.explain`. The model itself
+        is left as it was (mode, parameters' flags)."""
         from lcam.explain.api import explain
 
         return explain(self, images, targets=targets, k=k, method=method, **kwargs)
+
+
+def load_lcam_checkpoint(path: Any, **kwargs: Any) -> LCAM:
+    """``LCAM.load_from_checkpoint(path, **kwargs)`` (``lcam.load_checkpoint``)."""
+    return LCAM.load_from_checkpoint(path, **kwargs)
 
 
 def _check_calibration(calibrate: Any) -> dict[str, float] | None:

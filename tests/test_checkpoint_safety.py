@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lcam import LCAM
-from lcam.checkpoint import CheckpointError, load_lcam_checkpoint, read_checkpoint
+from lcam.checkpoint import CheckpointError, read_checkpoint
 from tests.explain_helpers import tiny_checkpoint, tiny_model
 
 
@@ -105,16 +105,16 @@ def test_truncated_checkpoint_is_a_clear_error(ckpt, tmp_path):
     bad = tmp_path / "truncated.ckpt"
     bad.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="Cannot read checkpoint"):
-        load_lcam_checkpoint(bad)
+        LCAM.load_from_checkpoint(bad)
 
 
 def test_not_a_checkpoint(tmp_path):
     other = tmp_path / "weights.ckpt"
     torch.save({"weight": torch.zeros(3)}, other)
     with pytest.raises(CheckpointError, match="not an L-CAM checkpoint"):
-        load_lcam_checkpoint(other)
+        LCAM.load_from_checkpoint(other)
     with pytest.raises(FileNotFoundError, match="Checkpoint not found"):
-        load_lcam_checkpoint(tmp_path / "missing.ckpt")
+        LCAM.load_from_checkpoint(tmp_path / "missing.ckpt")
 
 
 def test_backbone_weights_override(ckpt, tmp_path_factory):

@@ -10,8 +10,8 @@ import torch
 from lcam.evaluation import ExplainerEvaluator, ForwardCounter
 from lcam.evaluation.report import to_markdown
 from lcam.evaluation.run import run_evaluation
+from lcam.evaluation.run import latest_checkpoint
 from lcam.explainers import build_explainer
-from lcam.explainers.learned import LCAMExplainer
 from lcam.module import LCAM
 from lcam.training import run_training
 from tests.helpers import TINY, compose_train
@@ -35,21 +35,24 @@ def test_forward_counter_counts_images_and_removes_its_hook(effnet):
     assert not effnet.feature_extractor._forward_hooks
 
 
-def test_evaluate_single_method_and_lcam_with_table_and_figure(demo_ckpt, tmp_path):
+def test_evaluate_single_method_and_lcam_with_table_and_figure(demo_ckpt, tmp_path, capsys):
     methods = ["methods=demo", "methods.scorecam=null", "methods.sscam1=null", "methods.sscam2=null",
                "methods.smoothgradcampp=null", "methods.guidedcam=null", "methods.xgradcam=null", "methods.gradcampp=null",
-               "methods.rise.n_masks=40", "methods.rise.batch_size=40", f"methods.lcam_img.ckpt_path={demo_ckpt}"]
+               "methods.rise.n_masks=40", f"methods.lcam_img.ckpt_path={demo_ckpt}"]
     rows = run_evaluation(compose_train([*EVAL_TINY, *methods], tmp_path, config_name="evaluate"))
     by = {r["method"]: r for r in rows}
     assert list(by) == ["L-CAM-Img", "Grad-CAM", "RISE"]
     assert by["L-CAM-Img"]["#FW"] == 1 and by["Grad-CAM"]["#FW"] == 1
-    assert by["RISE"]["#FW"] >= 40  # 40 masked passes (+ the pass on the image)
+    assert by["RISE"]["#FW"] == 40  # the masks; the top-1 class comes from the evaluator's own pass
     assert all(r["images"] == 9 and 0 <= r["AD100"] <= 100 and 0 <= r["IC15"] <= 100 for r in rows)
     table = (tmp_path / "results.md").read_text()
     assert "| L-CAM-Img |" in table and "AD100" in table and "#FW" in table and "s/img" in table
     with open(tmp_path / "results.csv") as f:
         assert [r["method"] for r in csv.DictReader(f)] == list(by)
     assert (tmp_path / "methods.png").stat().st_size > 10_000
+    err = capsys.readouterr().err
+    for label in by:  # one progress bar per method, with its name, ending at 9/9 images
+        assert f"{label}: 100%" in err and "9.0/9 img" in err
 
 
 def test_explainer_override_runs_one_method(tmp_path):
@@ -57,20 +60,54 @@ def test_explainer_override_runs_one_method(tmp_path):
     assert [r["method"] for r in rows] == ["xgradcam"]
 
 
-def test_lcam_explainer_matches_module_and_checks_backbone(demo_ckpt, effnet):
+def test_lcam_is_a_registered_explainer_matching_the_module(demo_ckpt, effnet):
     module = LCAM.load_from_checkpoint(demo_ckpt, map_location="cpu")
-    explainer = LCAMExplainer(effnet, ckpt_path=str(demo_ckpt))
+    explainer = build_explainer({"name": "lcam", "ckpt_path": str(demo_ckpt)}, effnet)
     images = torch.rand(2, 3, 96, 96)
     assert torch.equal(explainer(images), module.saliency(images)[0])
     assert torch.equal(explainer(images, [3, 4]), module.saliency(images, [3, 4])[0])
-    assert explainer.model is effnet and explainer.last_forward_passes == 1
+    assert explainer.model is effnet and explainer.last_forward_passes == 1 and explainer.layer == "bn2"
+    own = build_explainer({"name": "lcam", "ckpt_path": str(demo_ckpt)}, None)  # brings the checkpoint's classifier
+    assert own.model.spec.name == "tf_efficientnet_lite0" and torch.equal(own(images), explainer(images))
     from lcam.backbones import build_backbone
 
     other = build_backbone({"name": "resnet18", "source": "timm", "weights": "none"})
     with pytest.raises(ValueError, match="trained on"):
-        LCAMExplainer(other, ckpt_path=str(demo_ckpt))
-    with pytest.raises(FileNotFoundError, match="explainer.ckpt_path="):
-        LCAMExplainer(effnet, ckpt_path="/nope.ckpt")
+        build_explainer({"name": "lcam", "ckpt_path": str(demo_ckpt)}, other)
+    with pytest.raises(FileNotFoundError, match="Checkpoint not found"):
+        build_explainer({"name": "lcam", "ckpt_path": "/nope.ckpt"}, effnet)
+
+
+def _fake_run(root: Path, name: str, data: str, backbone: str, mtime: float) -> Path:
+    ckpt = root / name / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"")
+    (root / name / ".hydra").mkdir()
+    (root / name / ".hydra" / "config.yaml").write_text(f"data:\n  _target_: {data}\nbackbone:\n  name: {backbone}\n")
+    import os
+
+    os.utime(ckpt, (mtime, mtime))
+    return ckpt
+
+
+def test_demo_evaluation_takes_only_a_checkpoint_of_the_demo_config(tmp_path):
+    demo = _fake_run(tmp_path, "a", "lcam.data.DemoDataModule", "tf_efficientnet_lite0", 1000)
+    _fake_run(tmp_path, "b", "lcam.data.FolderDataModule", "mobilenet_v2", 2000)  # newer, another config
+    _fake_run(tmp_path, "c", "lcam.data.DemoDataModule", "mobilenet_v2", 3000)  # newest, another backbone
+    assert latest_checkpoint(str(tmp_path), "tf_efficientnet_lite0") == str(demo)
+    assert latest_checkpoint(str(tmp_path), "resnet50") is None
+    assert latest_checkpoint(str(tmp_path / "missing")) is None
+
+
+def test_a_method_without_its_checkpoint_is_skipped_loudly(tmp_path, capsys):
+    from lcam.evaluation.run import method_configs
+
+    cfg = compose_train(["logger=csv", "methods.lcam_img.ckpt_path=null"], tmp_path, config_name="evaluate")
+    assert "L-CAM-Img" not in method_configs(cfg)
+    assert "Skipping L-CAM-Img: methods.lcam_img.ckpt_path is not set and none was found" in capsys.readouterr().out
+    one = compose_train(["logger=csv", "explainer=lcam"], tmp_path, config_name="evaluate")
+    with pytest.raises(ValueError, match=r"explainer=lcam needs explainer.ckpt_path=..."):
+        method_configs(one)
 
 
 def test_evaluator_all_ones_map_gives_zero_drop(effnet):

@@ -9,8 +9,10 @@ from PIL import Image
 import lcam
 from lcam.analysis import class_specific_view, method_comparison, misclassification_view
 from lcam.data import demo_photos
-from lcam.explain.api import Explanation, make_engine
-from lcam.explain.inputs import InputError, make_transform
+from lcam.data.transforms import eval_transform as make_transform
+from lcam.evaluation import ForwardCounter
+from lcam.explain import Explanation, make_engine
+from lcam.explain.inputs import InputError
 from tests.explain_helpers import tiny_model
 
 SMALL = {"resize": 80, "crop": 64}  # the demo photos at 64 px: fast, real classifier
@@ -116,7 +118,7 @@ def test_bad_k_method_and_inputs(model, photos, tmp_path):
         model.explain(photos, targets="topk", k=0)
     with pytest.raises(InputError, match="Unknown method 'gradcan'; valid choices: lcam, gradcam"):
         model.explain(photos, method="gradcan")
-    with pytest.raises(InputError, match="method 'lcam' needs a trained L-CAM model"):
+    with pytest.raises(InputError, match="method 'lcam' needs ckpt_path: pass an L-CAM model or checkpoint"):
         lcam.explain(model.backbone, photos, method="lcam")
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="No images to explain"):
@@ -180,24 +182,39 @@ def test_baselines_on_any_classifier(model, photos, effnet):
 
 
 @pytest.mark.parametrize("method", ["gradcam", "gradcampp", "xgradcam", "guidedcam"])
-def test_shared_pass_gradient_cams_equal_the_explainers(effnet, method):
-    """The engine's one-pass shortcut must give exactly the explainer's own maps."""
+def test_one_pass_methods_cost_one_forward_pass_in_all(effnet, method):
+    """The engine gives the explainer the activations of the pass that gave the logits: the maps
+    equal the explainer's own, and the whole call runs the feature extractor once per image."""
     engine = make_engine(effnet, method)
-    assert engine.shares_features
+    assert engine.explainer.shares_features
     x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    targets = torch.tensor([1, 281, 999])
-    fast = engine.maps(x, engine.prepare(x), targets)
-    assert torch.allclose(fast, engine.explainer(x, targets), atol=1e-5)
+    targets = [1, 281, 999]
+    with ForwardCounter(effnet) as fw:
+        result = lcam.explain(effnet, x, targets=targets, method=method)
+    assert fw.images == 3 and result.classes.tolist() == targets
+    assert torch.allclose(result.maps, engine.explainer(x, torch.tensor(targets)), atol=1e-5)
 
 
-def test_backbone_by_name_uses_the_config_group():
-    from lcam.explain.api import backbone_config
+def test_backbone_by_name_uses_the_presets():
+    from lcam.explain.classifier import backbone_config
 
     assert backbone_config("vgg16")["layer"] == "features.29"  # conv5_3 after ReLU, not the default
     assert backbone_config("vgg16_pool5")["layer"] == "features.30"
     assert backbone_config("convnext_tiny") == {"name": "convnext_tiny"}
     result = lcam.explain({"name": "mobilenet_v2", "weights": "none"}, torch.rand(1, 3, 64, 64), method="xgradcam", device="cpu")
-    assert result.maps.shape == (1, 64, 64)
+    assert result.maps.shape == (1, 64, 64) and result.layer == "features"
+
+
+def test_targets_mean_the_same_in_python_and_the_cli(model, photos):
+    """A list is one target per image; an inner list several classes for that image."""
+    nested = model.explain(photos, targets=[[281, "tabby cat", 285], 967, "espresso", 0], **SMALL)
+    assert nested.classes.tolist() == [281, 285, 967, 967, 0]  # "tabby cat" (a synonym of 281) is not repeated
+    assert nested.image_index.tolist() == [0, 0, 1, 2, 3] and nested.ranks.tolist() == [0, 1, 0, 0, 0]
+    every = model.explain(photos, targets=[[281, 285]], **SMALL)
+    assert every.classes.tolist() == [281, 285] * 4
+    with pytest.raises(InputError, match=r"Got 2 targets for 4 images: .*\[\[281, 285\]\]"):
+        model.explain(photos, targets=[281, 285], **SMALL)
+    assert torch.equal(every.maps[0], nested.maps[0])
 
 
 def test_class_specific_view(model, photos):

@@ -13,19 +13,20 @@ import pytest
 import torch
 from PIL import Image
 
-import lcam.checkpoint
+import lcam.explainers.learned
 from lcam.checkpoint import CheckpointError
 from lcam.data import demo_photos
 from lcam.explain import cli
 from lcam.explain.cli import run_explain
 from lcam.explain.inputs import InputError
+from lcam.explain.result import slug
 from tests.explain_helpers import compose_explain, tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["resize=80", "crop=64"]
 
 
-_ORIGINAL_LOAD = lcam.checkpoint.load_lcam_checkpoint
+_ORIGINAL_LOAD = lcam.explainers.learned.load_learned_head
 _LOADED: dict = {}
 
 
@@ -37,13 +38,13 @@ def ckpt(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def _reuse_loaded_checkpoints(monkeypatch):
     """Runs in one process load the same checkpoint once (the loading itself is tested elsewhere)."""
-    def cached(path, map_location=None, backbone_weights=None, **kwargs):
-        key = (str(path), str(map_location), backbone_weights, repr(sorted(kwargs.items())))
+    def cached(path, backbone=None, backbone_weights=None, **kwargs):
+        key = (str(path), repr(backbone), backbone_weights, repr(sorted(kwargs.items())))
         if key not in _LOADED:
-            _LOADED[key] = _ORIGINAL_LOAD(path, map_location=map_location, backbone_weights=backbone_weights, **kwargs)
+            _LOADED[key] = _ORIGINAL_LOAD(path, backbone=backbone, backbone_weights=backbone_weights, **kwargs)
         return _LOADED[key]
 
-    monkeypatch.setattr(lcam.checkpoint, "load_lcam_checkpoint", cached)
+    monkeypatch.setattr(lcam.explainers.learned, "load_learned_head", cached)
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +90,8 @@ def test_folder_run_writes_overlays_csv_and_skips_bad_files(ckpt, folder, tmp_pa
     assert sorted(r["image"] for r in ok) == ["chelsea", "coffee", "large", "sub/rocket"]
     for r in ok:
         assert (out / r["overlay"]).is_file()
-        assert r["overlay"] == f"{r['image']}_{r['class_id']}_{r['class_name'].replace(' ', '_').replace('-', '_').lower()}_lcam.png" \
-            or r["overlay"].startswith(f"{r['image']}_{r['class_id']}_")
+        assert r["overlay"] == f"{r['image']}_{r['class_id']}_{slug(r['class_name'])}_lcam.png"
+        assert r["layer"] == "bn2" and r["method"] == "lcam"
         assert 0 < float(r["probability"]) <= 1 and 0 <= float(r["map_area50"]) <= 1 and float(r["map_max"]) <= 1
         assert r["predicted_id"] == r["class_id"] and r["rank"] == "1"
     assert (out / "sub").is_dir()  # the input tree is mirrored
@@ -106,9 +107,12 @@ def test_topk_and_class_lists(ckpt, tmp_path):
     assert [r["rank"] for r in rows[:2]] == ["1", "2"] and rows[0]["image"] == rows[1]["image"]
     assert len(list(out.glob("chelsea_*_lcam.png"))) == 2
     out2 = tmp_path / "classes"
-    _run([f"ckpt_path={ckpt}", "inputs=demo", "targets=[281,tabby,967]", *SMALL], out2)
-    assert {r["class_id"] for r in _rows(out2)} == {"281", "967"}
-    assert len(list(out2.glob("coffee_*.png"))) == 2  # 281 listed twice (id and name) -> same file
+    _run([f"ckpt_path={ckpt}", "inputs=demo", "targets=[[281,tabby,967]]", *SMALL], out2)  # these classes for every image
+    rows = _rows(out2)
+    assert [r["class_id"] for r in rows if r["image"] == "coffee"] == ["281", "967"]  # 281 named twice: one row
+    assert len(rows) == 18 and len(list(out2.glob("coffee_*.png"))) == 2
+    with pytest.raises(InputError, match=r"Got 2 targets for 9 images: a list gives one target per image"):
+        _run([f"ckpt_path={ckpt}", "inputs=demo", "targets=[281,967]", *SMALL], tmp_path / "wrong")  # as in Python
 
 
 def test_baselines_with_and_without_checkpoint(ckpt, tmp_path):
@@ -123,7 +127,8 @@ def test_baselines_with_and_without_checkpoint(ckpt, tmp_path):
 @pytest.mark.parametrize("overrides, error, match", [
     (["method=gradcan"], InputError, r"Unknown method 'gradcan'; valid choices: lcam, gradcam, gradcampp"),
     (["targets=5000"], InputError, r"Class id 5000 out of range: valid class ids are 0\.\.999"),
-    (["targets=[1,1000]"], InputError, r"Class id 1000 out of range"),
+    (["targets=[[1,1000]]"], InputError, r"Class id 1000 out of range"),
+    (["targets=[1,2]"], InputError, r"Got 2 targets for 9 images"),
     (["k=0", "targets=topk"], InputError, r"k must be an integer in 1\.\.1000"),
     (["inputs={empty}"], InputError, r"No images to explain in"),
     (["inputs={empty}/missing.jpg"], InputError, r"Input not found"),
@@ -141,7 +146,7 @@ def test_bad_input_is_a_one_line_error(ckpt, tmp_path, overrides, error, match):
 def test_no_checkpoint_and_no_backbone(tmp_path):
     with pytest.raises(InputError, match="Give ckpt_path=.*or backbone=NAME"):
         _run(["inputs=demo"], tmp_path / "out")
-    with pytest.raises(InputError, match="method 'lcam' needs a trained L-CAM model"):
+    with pytest.raises(InputError, match="method 'lcam' needs ckpt_path: pass an L-CAM model or checkpoint"):
         _run(["inputs=demo", "backbone=efficientnet_lite0", "method=lcam"], tmp_path / "out")
 
 
@@ -182,7 +187,9 @@ def test_analysis_flags_write_sheets(ckpt, tmp_path):
 
 
 def test_interrupted_run_keeps_a_complete_csv(ckpt, tmp_path, monkeypatch):
-    real = cli.run_batch
+    from lcam.explain.engine import Engine
+
+    real = Engine.run
     calls = {"n": 0}
 
     def interrupted(*args, **kwargs):
@@ -191,7 +198,7 @@ def test_interrupted_run_keeps_a_complete_csv(ckpt, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cli, "run_batch", interrupted)
+    monkeypatch.setattr(Engine, "run", interrupted)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         _run([f"ckpt_path={ckpt}", "inputs=demo", "batch_size=2", "csv_every=1", *SMALL], out)
@@ -223,7 +230,7 @@ def test_exit_status_and_one_line_errors(ckpt, tmp_path, capsys):
 def test_cli_subprocess(ckpt, folder, tmp_path):
     ok = _cli([f"ckpt_path={ckpt}", f"inputs={folder}", f"output_dir={tmp_path / 'ok'}", *SMALL])
     assert ok.returncode == 0, ok.stderr[-2000:]
-    assert "Explained 4 image(s)" in ok.stdout and "4 file(s) failed" in ok.stdout
+    assert "Explained 4 image(s) with lcam at layer bn2" in ok.stdout and "4 file(s) failed" in ok.stdout
     assert len([line for line in (ok.stdout + ok.stderr).splitlines() if "skipped" in line]) == 4
     assert (tmp_path / "ok" / "results.csv").is_file() and (tmp_path / "ok" / ".hydra" / "config.yaml").is_file()
 

@@ -32,8 +32,10 @@ REACHABLE_TIMEOUT_S = 3.0
 
 
 def imagenet_class_names() -> list[str]:
-    """The 1000 ImageNet-1k class names in torchvision's order (shipped with torchvision)."""
-    return list(torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+    """The 1000 ImageNet-1k class names in torchvision's order (one place: :mod:`lcam.data.classes`)."""
+    from lcam.data.classes import imagenet_class_names as names
+
+    return list(names())
 
 
 def resolve_source(name: str, source: str = "auto") -> str:

@@ -6,7 +6,6 @@ class id, or ``-1`` when unknown (L-CAM then uses the classifier's own predictio
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -16,25 +15,11 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from lcam.data.unreadable import Unreadable, try_read
-from lcam.io import is_image_file
+from lcam.data.classes import imagenet_synsets, wnid_to_index  # noqa: F401 - re-exported (one place: lcam.data.classes)
+from lcam.data.files import list_images  # noqa: F401 - re-exported (one place: lcam.data.files)
+from lcam.data.files import read_list_file as read_name_label_file
 
 UNLABELLED = -1
-
-
-@lru_cache(maxsize=1)
-def imagenet_synsets() -> tuple[list[str], list[str]]:
-    """``(wnids, names)`` of the 1000 ImageNet classes in torchvision's order."""
-    path = Path(__file__).with_name("imagenet_synsets.txt")
-    wnids, names = [], []
-    for line in path.read_text().splitlines():
-        wnid, _, name = line.partition(" ")
-        wnids.append(wnid)
-        names.append(name)
-    return wnids, names
-
-
-def wnid_to_index() -> dict[str, int]:
-    return {w: i for i, w in enumerate(imagenet_synsets()[0])}
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -46,11 +31,6 @@ def require_dir(path: str | os.PathLike, key: str) -> Path:
     if not p.is_dir():
         raise DataNotFoundError(f"Dataset folder not found: {p}. Set it with {key}=/path/to/folder")
     return p
-
-
-def list_images(root: Path) -> list[Path]:
-    """All image files under ``root`` (recursive, sorted)."""
-    return sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
 
 
 def scan_synset_folders(root: Path) -> tuple[list[Path], list[int]]:
@@ -70,16 +50,8 @@ def read_list_file(list_file: Path, root: Path) -> tuple[list[Path], list[int]]:
 
     Blank lines and lines starting with ``#`` are ignored; a line without a label gets -1.
     """
-    files, labels = [], []
-    for n, line in enumerate(list_file.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split()
-        if len(parts) > 2 or (len(parts) == 2 and not parts[1].lstrip("-").isdigit()):
-            raise ValueError(f"{list_file}:{n}: expected 'name label', got '{line}'")
-        files.append(root / parts[0])
-        labels.append(int(parts[1]) if len(parts) == 2 else UNLABELLED)
+    rows = read_name_label_file(list_file)  # the one list-file reader (lcam.data.files)
+    files, labels = [root / name for name, _ in rows], [label for _, label in rows]
     missing = [f for f in files if not f.is_file()]
     if missing:
         raise DataNotFoundError(f"{len(missing)} file(s) of {list_file} are missing under {root}, e.g. {missing[0]}")

@@ -1,7 +1,11 @@
 """Image transforms: images stay in [0, 1] (normalisation is inside the backbone wrapper)."""
 from __future__ import annotations
 
+from typing import Any
+
 from torchvision import transforms as T
+
+from lcam.io import InputError
 
 _INTERPOLATIONS = {
     "bilinear": T.InterpolationMode.BILINEAR,
@@ -10,11 +14,11 @@ _INTERPOLATIONS = {
 }
 
 
-def _mode(interpolation: str) -> T.InterpolationMode:
+def _mode(interpolation: str | None) -> T.InterpolationMode:
     try:
-        return _INTERPOLATIONS[interpolation]
+        return _INTERPOLATIONS[interpolation or "bilinear"]
     except KeyError:
-        raise ValueError(f"interpolation must be one of {sorted(_INTERPOLATIONS)}, got '{interpolation}'") from None
+        raise InputError(f"interpolation must be one of {sorted(_INTERPOLATIONS)}, got '{interpolation}'") from None
 
 
 def train_transform(resize: int = 256, crop: int = 224, interpolation: str = "bilinear", hflip: bool = True) -> T.Compose:
@@ -25,6 +29,16 @@ def train_transform(resize: int = 256, crop: int = 224, interpolation: str = "bi
     return T.Compose([*steps, T.ToTensor()])
 
 
-def eval_transform(resize: int = 256, crop: int = 224, interpolation: str = "bilinear") -> T.Compose:
-    """Shorter side ``resize``, centre ``crop`` -> tensor ``(3, crop, crop)`` in [0, 1]."""
-    return T.Compose([T.Resize(resize, interpolation=_mode(interpolation), antialias=True), T.CenterCrop(crop), T.ToTensor()])
+def eval_transform(resize: int | None = 256, crop: int | None = 224, interpolation: str | None = "bilinear") -> T.Compose:
+    """Shorter side ``resize``, centre ``crop`` -> tensor ``(3, crop, crop)`` in [0, 1].
+
+    ``crop=None`` keeps the whole image (shorter side ``resize``); ``resize=None, crop=None`` keeps
+    the file's own size. The same transform serves evaluation, the explain API and the CLI.
+    """
+    steps: list[Any] = []
+    if resize:
+        steps.append(T.Resize(int(resize), interpolation=_mode(interpolation), antialias=True))
+    if crop:
+        steps.append(T.CenterCrop(int(crop)))
+    _mode(interpolation)  # an unknown name fails even when nothing is resized
+    return T.Compose([*steps, T.ToTensor()])

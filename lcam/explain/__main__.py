@@ -7,15 +7,15 @@ Exit status: 0 when at least one image was explained, 1 when none could be, 2 on
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from lcam.cli_args import prepare_cli
+from lcam.configs import config_dir
 from lcam.explain.cli import exit_status
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+CONF_DIR = str(config_dir())  # the checkout's conf/, or the copy installed inside the package
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="explain")

@@ -24,26 +24,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lcam.analysis import DEMO_LABELS, ComparisonSheets, MisclassificationSheets, class_sheet, comparison_engines
-from lcam.explain.api import (
-    Engine,
-    Explanation,
-    TargetPlan,
-    check_method,
-    class_index,
-    make_engine,
-    plan_targets,
-    run_batch,
-)
-from lcam.explain.inputs import DEMO, InputError, InputItem, collect_inputs, group_by_shape, iter_batches, make_transform
+from lcam.data.files import resolve_device
+from lcam.explain.engine import Engine, check_method, make_engine
+from lcam.explain.inputs import DEMO, InputError, InputItem
+from lcam.explain.result import Explanation
+from lcam.explain.stream import Source, explain_batches
+from lcam.explainers.targets import TargetPlan, parse_targets
 from lcam.io import atomic_write, save_image_atomic
 
 log = logging.getLogger("lcam.explain")
 
-COLUMNS = ["file", "image", "method", "rank", "class_id", "class_name", "probability", "predicted_id", "predicted_name",
+COLUMNS = ["file", "image", "method", "layer", "rank", "class_id", "class_name", "probability", "predicted_id", "predicted_name",
            "predicted_probability", "label_id", "map_max", "map_mean", "map_area50", "overlay", "status", "error"]
 
 
@@ -51,40 +45,21 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
-def resolve_device(name: str | None) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; otherwise the named device (checked)."""
-    if name in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(str(name))
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device={name} but no CUDA device is available; use device=cpu or device=auto")
-    return dev
-
-
-def cli_plan(targets: Any, engine: Engine, k: int) -> TargetPlan:
-    """CLI targets: ``null`` (top-1), one class id/name, a list (every image for each class) or ``topk``."""
-    targets = _plain(targets)
-    if isinstance(targets, (list, tuple)) and len(targets) > 1:
-        return TargetPlan("classes", ids=torch.tensor([class_index(t, engine) for t in targets]))
-    return plan_targets(targets, engine, None, k)
-
-
-def build_engine(cfg: DictConfig, method: str, device: torch.device) -> tuple[Any, Engine]:
-    """The classifier (an L-CAM checkpoint, or a backbone for baselines) and the main engine."""
-    from lcam.backbones import build_backbone
-    from lcam.checkpoint import load_lcam_checkpoint
-
+def build_engine(cfg: DictConfig, method: str | None, device: Any) -> tuple[Any, Engine]:
+    """The classifier (an L-CAM checkpoint, or a backbone for the other methods) and the main engine."""
     backbone_cfg = _plain(cfg.get("backbone"))
     settings = dict(_plain(cfg.get("settings")) or {})
     if cfg.get("ckpt_path"):
-        overrides = {"backbone": backbone_cfg} if backbone_cfg else {}
-        model: Any = load_lcam_checkpoint(cfg.ckpt_path, map_location=device, backbone_weights=cfg.get("backbone_weights"), **overrides)
+        model: Any = str(cfg.ckpt_path)
+        own = {"backbone": backbone_cfg, "backbone_weights": cfg.get("backbone_weights")}
+        own = {k: v for k, v in own.items() if v is not None}
     elif backbone_cfg:
-        model = build_backbone(backbone_cfg, device=device)
+        model, own = backbone_cfg, None
     else:
         raise InputError("Give ckpt_path=.../last.ckpt (an L-CAM checkpoint), or backbone=NAME "
-                         "(e.g. backbone=efficientnet_lite0) to run a baseline method without one")
-    return model, make_engine(model, method, **settings)
+                         "(e.g. backbone=efficientnet_lite0) to run another method without one")
+    engine = make_engine(model, method, device, cfg.get("layer"), checkpoint_settings=own, **settings)
+    return engine.classifier.explainer or engine.backbone, engine
 
 
 class ResultsTable:
@@ -109,12 +84,6 @@ class ResultsTable:
             f.write(buf.getvalue())
 
 
-def _progress(total: int, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="img", desc="explain", disable=not enabled, dynamic_ncols=True)
-
-
 def run_explain(cfg: DictConfig) -> dict[str, Any]:
     """Run the explain command from a composed config; returns a summary dict.
 
@@ -127,25 +96,25 @@ def run_explain(cfg: DictConfig) -> dict[str, Any]:
     if OmegaConf.is_missing(cfg, "inputs") or cfg.inputs in (None, "", []):
         raise InputError(f"No inputs: give inputs=path (an image file, a folder, a glob such as 'photos/*.jpg', or {DEMO})")
     out = Path(str(cfg.paths.output_dir))
-    method = check_method(cfg.method) if cfg.get("method") else ("lcam" if cfg.get("ckpt_path") else "gradcam")
+    method = check_method(cfg.method) if cfg.get("method") else None
     analysis = cfg.get("analysis") or {}
     compare = [check_method(m) for m in (_plain(analysis.get("compare")) or [])]
     labels = cfg.get("labels")
     inputs = _plain(cfg.inputs)
-    items = collect_inputs(inputs, labels=labels, exclude=[out])
+    source = Source.of(inputs, labels=labels, exclude=[out])
     if labels is None and inputs == DEMO:
-        for it in items:
+        for it in source.items:
             it.label = DEMO_LABELS.get(it.name, it.label)
     device = resolve_device(cfg.get("device"))
     t_load = time.perf_counter()
     model, engine = build_engine(cfg, method, device)
     load_s = time.perf_counter() - t_load
+    method = engine.method
 
-    plans = [cli_plan(cfg.get("targets"), engine, int(cfg.get("k", 3)))]
+    plans = [parse_targets(_plain(cfg.get("targets")), engine.classes, len(source), int(cfg.get("k", 3)))]
     class_list = _plain(analysis.get("classes"))
     if class_list:
-        class_list = class_list if isinstance(class_list, list) else [class_list]
-        plans.append(TargetPlan("classes", ids=torch.tensor([class_index(c, engine) for c in class_list])))
+        plans.append(parse_targets([class_list if isinstance(class_list, list) else [class_list]], engine.classes, len(source)))
     mis = MisclassificationSheets(int(analysis.get("per_page", 8)), not analysis.get("all_labelled", False), cfg.alpha, cfg.cmap) \
         if analysis.get("misclassified") else None
     if mis is not None:
@@ -153,28 +122,28 @@ def run_explain(cfg: DictConfig) -> dict[str, Any]:
     cmp = None
     if compare:
         methods = [method] + [m for m in compare if m != method]
-        cmp = ComparisonSheets([engine] + comparison_engines(model, methods[1:], _plain(analysis.get("settings"))),
+        cmp = ComparisonSheets([engine] + comparison_engines(engine, methods[1:], _plain(analysis.get("settings"))),
                                per_page=int(analysis.get("per_page", 8)))
 
-    transform = make_transform(cfg.get("resize"), cfg.get("crop"), engine.interpolation)
     table = ResultsTable(out / "results.csv")
     ana = out / "analysis"
     n_ok = n_failed = n_rows = 0
     pages = {"misclassified": 0, "comparison": 0, "classes": 0}
     csv_every = max(1, int(cfg.get("csv_every", 20)))
     t0 = time.perf_counter()
-    bar = _progress(len(items), bool(cfg.get("progress", True)))
+    print(f"Explaining {len(source)} image(s) with {method} at layer {engine.layer} of "
+          f"{engine.backbone.spec.name if engine.backbone.spec else 'the classifier'}", flush=True)
     try:
         with logging_redirect_tqdm():  # warnings print above the progress bar, once
-            for n_batch, (loaded, failed) in enumerate(iter_batches(items, transform, int(cfg.batch_size), int(cfg.get("num_workers", 0))), 1):
-                for i, err in failed:
-                    log.warning("skipped %s: %s", items[i].file, err)
-                    table.add_failed(items[i], method, err)
+            stream = explain_batches(engine, source, plans, resize=cfg.get("resize"), crop=cfg.get("crop"),
+                                     batch_size=int(cfg.batch_size), num_workers=int(cfg.get("num_workers", 0)),
+                                     bad_files="skip", progress=bool(cfg.get("progress", True)), delay=0.0)
+            for n_batch, batch in enumerate(stream, 1):
+                for item, err in batch.failed:
+                    table.add_failed(item, method, err)
                     n_failed += 1
-                for idx, x in group_by_shape(loaded):
-                    batch_items = [items[i] for i in idx]
-                    results = run_batch(engine, x, plans, batch_items, idx)
-                    main, rest = results[0], results[1:]
+                if batch.results:
+                    main, rest = batch.results[0], batch.results[1:]
                     overlays = []
                     if cfg.get("save_overlays", True):
                         for path in main.save(out, cfg.alpha, cfg.cmap, maps=bool(cfg.get("save_maps", False))):
@@ -195,10 +164,9 @@ def run_explain(cfg: DictConfig) -> dict[str, Any]:
                             save_image_atomic(page, ana / f"misclassified_p{pages['misclassified']:03d}.png")
                     if cmp is not None:
                         titles = [f"{n} ({float(p):.2f})" for n, p in zip(main.predicted_names, main.predicted_probs)]
-                        for page in cmp.add(x, main.predicted, main.names, titles):
+                        for page in cmp.add(batch.images, main.predicted, main.names, titles):
                             pages["comparison"] += 1
                             save_image_atomic(page, ana / f"comparison_p{pages['comparison']:03d}.png")
-                bar.update(len(loaded) + len(failed))
                 if n_batch % csv_every == 0:
                     table.write()
             if mis is not None:
@@ -212,18 +180,17 @@ def run_explain(cfg: DictConfig) -> dict[str, Any]:
                     pages["comparison"] += 1
                     save_image_atomic(page, ana / f"comparison_p{pages['comparison']:03d}.png")
     finally:
-        bar.close()
         table.write()
     seconds = time.perf_counter() - t0
     summary = {"explained": n_ok, "failed": n_failed, "rows": n_rows, "seconds": seconds, "load_seconds": load_s,
                "images_per_second": n_ok / seconds if seconds > 0 else 0.0, "csv": out / "results.csv", "output_dir": out,
-               "method": method, "pages": pages}
+               "method": method, "layer": engine.layer, "pages": pages}
     _report(summary, mis)
     return summary
 
 
 def _report(s: dict[str, Any], mis: MisclassificationSheets | None) -> None:
-    lines = [f"Explained {s['explained']} image(s) with {s['method']} ({s['rows']} map(s)) in {s['seconds']:.1f} s "
+    lines = [f"Explained {s['explained']} image(s) with {s['method']} at layer {s['layer']} ({s['rows']} map(s)) in {s['seconds']:.1f} s "
              f"({s['images_per_second']:.2f} images/s; model load {s['load_seconds']:.1f} s)"
              + (f"; {s['failed']} file(s) failed (listed in results.csv)" if s["failed"] else "")]
     lines.append(f"  results: {s['csv']}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import glob as globlib
 import os
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 
@@ -17,23 +16,21 @@ import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms as T
 
-from lcam.io import load_image
+from lcam.data.classes import wnid_to_index
+from lcam.data.files import UNLABELLED, expand, inside, list_images, read_list_file
+from lcam.data.unreadable import describe_error, try_read
+from lcam.io import InputError
 
 #: ``inputs="demo"``: the photos bundled with scikit-image / scikit-learn
 DEMO = "demo"
-UNLABELLED = -1
 _GLOB_CHARS = set("*?[")
-_INTERPOLATIONS = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
-                   "nearest": T.InterpolationMode.NEAREST}
 
 ImageSource = Union[Image.Image, str, os.PathLike]
 Images = Union[Tensor, ImageSource, Sequence[ImageSource], Mapping[str, ImageSource]]
 
-
-class InputError(ValueError):
-    """Bad user input (no images, bad class id, unknown method...); the message is one line."""
+__all__ = ["DEMO", "ExplainDataset", "ImageSource", "Images", "InputError", "InputItem", "apply_labels", "collect_inputs",
+           "group_by_shape", "iter_batches", "tensor_items"]
 
 
 @dataclass
@@ -57,82 +54,36 @@ class InputItem:
         return str(self.source) if isinstance(self.source, Path) else f"<{self.name}>"
 
 
-def make_transform(resize: int | None = 256, crop: int | None = 224, interpolation: str | None = "bilinear") -> Callable[[Image.Image], Tensor]:
-    """PIL image -> ``(3, H, W)`` tensor in [0, 1].
-
-    Args:
-        resize: shorter side after resizing (``None``: keep the image's size).
-        crop: side of the centre crop (``None``: keep the whole image).
-        interpolation: ``bilinear``, ``bicubic`` or ``nearest`` (the backbone's own, from its spec).
-    """
-    mode = _INTERPOLATIONS.get(interpolation or "bilinear")
-    if mode is None:
-        raise InputError(f"interpolation must be one of {sorted(_INTERPOLATIONS)}, got '{interpolation}'")
-    steps: list[Any] = []
-    if resize:
-        steps.append(T.Resize(int(resize), interpolation=mode, antialias=True))
-    if crop:
-        steps.append(T.CenterCrop(int(crop)))
-    return T.Compose([*steps, T.ToTensor()])
-
-
 def _is_glob(text: str) -> bool:
     return any(c in text for c in _GLOB_CHARS)
-
-
-def _visible_files(root: Path, exclude: Sequence[Path]) -> list[Path]:
-    out = []
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root).parts
-        if any(part.startswith(".") for part in rel) or not p.is_file():
-            continue
-        if any(_inside(p, e) for e in exclude):
-            continue
-        out.append(p)
-    return out
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
 
 
 def _stem(rel: Path) -> str:
     return rel.with_suffix("").as_posix() if rel.suffix else rel.as_posix()
 
 
-@lru_cache(maxsize=1)
-def _wnids() -> dict[str, int]:
-    from lcam.data.datasets import wnid_to_index
-
-    return wnid_to_index()
-
-
 def _wnid_label(path: Path) -> int:
     """The ImageNet class of a file in a synset folder (``n02123045/x.jpg``), else -1."""
-    return _wnids().get(path.parent.name, UNLABELLED)
+    return wnid_to_index().get(path.parent.name, UNLABELLED)
 
 
 def _expand_one(source: ImageSource, index: int, exclude: Sequence[Path]) -> list[InputItem]:
     if isinstance(source, Image.Image):
         name = Path(getattr(source, "filename", "") or f"image{index}").stem
         return [InputItem(name, source)]
-    text = os.path.expanduser(str(source))
+    text = str(expand(source))
     if text == DEMO and not Path(text).exists():
         from lcam.data.demo import demo_photos
 
         return [InputItem(name, img) for name, img in demo_photos()]
     path = Path(text)
     if path.is_dir():
-        return [InputItem(_stem(f.relative_to(path)), f, _wnid_label(f)) for f in _visible_files(path, exclude)]
+        return [InputItem(_stem(f.relative_to(path)), f, _wnid_label(f)) for f in list_images(path, images_only=False, exclude=exclude)]
     if path.is_file():
         return [InputItem(path.stem, path, _wnid_label(path))]
     if _is_glob(text):
         matches = sorted(Path(m) for m in globlib.glob(text, recursive=True))
-        files = [m for m in matches if m.is_file() and not any(_inside(m, e) for e in exclude)]
+        files = [m for m in matches if m.is_file() and not any(inside(m, e) for e in exclude)]
         base = Path(os.path.commonpath([str(f.parent) for f in files])) if files else Path(".")
         return [InputItem(_stem(f.relative_to(base)), f, _wnid_label(f)) for f in files]
     raise InputError(f"Input not found: '{source}' is neither an image file, a folder, a glob pattern nor '{DEMO}'")
@@ -141,7 +92,7 @@ def _expand_one(source: ImageSource, index: int, exclude: Sequence[Path]) -> lis
 def _named_item(name: str, source: Any) -> InputItem:
     if isinstance(source, Image.Image):
         return InputItem(name, source)
-    path = Path(os.path.expanduser(str(source)))
+    path = expand(source)
     if not path.is_file():
         raise InputError(f"Input not found: '{source}' (for '{name}') is not a file")
     return InputItem(name, path, _wnid_label(path))
@@ -185,9 +136,9 @@ def collect_inputs(inputs: ImageSource | Sequence[ImageSource] | Mapping[str, Im
     sources: list[Any] = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
     if not sources:
         raise InputError("No inputs given: pass image files, a folder, a glob pattern or 'demo'")
-    ex = [Path(os.path.expanduser(str(e))) for e in exclude]
+    ex = [expand(e) for e in exclude]
     if labels is not None and not isinstance(labels, Mapping):
-        ex.append(Path(os.path.expanduser(str(labels))))
+        ex.append(expand(labels))
     ex_dirs = [e for e in ex if e.is_dir()]
     ex_files = {e.resolve() for e in ex if e.is_file()}
     items: list[InputItem] = []
@@ -202,25 +153,9 @@ def collect_inputs(inputs: ImageSource | Sequence[ImageSource] | Mapping[str, Im
     return _unique(items)
 
 
-def read_label_file(path: str | os.PathLike) -> dict[str, int]:
-    """A list file of ``name label`` lines (blank lines and ``#`` comments ignored) -> mapping."""
-    p = Path(os.path.expanduser(str(path)))
-    if not p.is_file():
-        raise InputError(f"Label file not found: {p} (expected lines 'name label')")
-    out: dict[str, int] = {}
-    for n, line in enumerate(p.read_text().splitlines(), 1):
-        parts = line.split()
-        if not parts or parts[0].startswith("#"):
-            continue
-        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-            raise InputError(f"{p}:{n}: expected 'name label' (label an integer class id), got '{line.strip()}'")
-        out[parts[0]] = int(parts[1])
-    return out
-
-
 def apply_labels(items: Sequence[InputItem], labels: Mapping[str, int] | str | os.PathLike) -> None:
     """Set :attr:`InputItem.label` from a mapping or a list file (matched by relative path, file name or stem)."""
-    table = dict(labels) if isinstance(labels, Mapping) else read_label_file(labels)
+    table = dict(labels) if isinstance(labels, Mapping) else dict(read_list_file(labels))
     for item in items:
         keys = [item.name]
         if isinstance(item.source, Path):
@@ -246,13 +181,30 @@ class ExplainDataset(Dataset):
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[int, Tensor | None, str]:
-        item = self.items[index]
+        img, error = try_read(self.items[index].source)  # shared with training/evaluation (lcam.data.unreadable)
+        if img is None:
+            return index, None, error
         try:
-            img = item.source if isinstance(item.source, Image.Image) else load_image(item.source)
             return index, self.transform(img), ""
         except Exception as err:  # noqa: BLE001 - reported to the caller, one line
-            message = " ".join(str(err).split()) or type(err).__name__
-            return index, None, f"{type(err).__name__}: {message}"
+            return index, None, describe_error(err)
+
+
+def tensor_items(images: Tensor) -> tuple[Tensor, list[InputItem]]:
+    """A ``(B, 3, H, W)`` / ``(3, H, W)`` tensor in [0, 1] (or uint8) and its items ``image0``, ``image1``..., checked."""
+    if images.ndim == 3:
+        images = images.unsqueeze(0)
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise InputError(f"An image tensor must be (B, 3, H, W) or (3, H, W), got {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        images = images.float() / 255.0
+    if not images.is_floating_point():
+        raise InputError(f"An image tensor must be float in [0, 1] (or uint8), got {images.dtype}")
+    lo, hi = float(images.min()), float(images.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise InputError(f"Image tensors must be in [0, 1], got values in [{lo:.3g}, {hi:.3g}]: pass unnormalised images "
+                         "(the backbone normalises them)")
+    return images, [InputItem(f"image{i}", Image.new("RGB", (1, 1))) for i in range(images.shape[0])]
 
 
 def _keep_list(batch: list) -> list:

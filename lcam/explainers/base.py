@@ -9,59 +9,60 @@ to one saliency map per image::
 
 Conventions shared by every method:
 
-* ``targets``: ``None`` (the classifier's top-1 prediction per image), one ``int`` for the whole
-  batch, a list of ``B`` ints or a ``LongTensor`` ``(B,)``. Ids outside ``0..C-1`` raise
-  ``ValueError``.
+* ``targets``: ``None`` (the classifier's top-1 prediction per image), one class id or name for
+  the whole batch, a list of ``B`` ids/names or a ``LongTensor`` ``(B,)`` (parsed by
+  :mod:`lcam.explainers.targets`, the project's one target parser). Ids outside ``0..C-1`` raise
+  :class:`~lcam.io.InputError` (a ``ValueError``) naming the valid range.
+* One-pass methods (``shares_features = True``: the gradient CAMs, L-CAM) compute their map from
+  the explained layer's activations of one pass, :meth:`Explainer.maps_from_features`; a caller
+  that already ran that pass (for the logits) passes the activations instead of running it twice.
+* Long methods report progress through :meth:`Explainer.reporting` (a callback of the fraction
+  of the call done), per chunk of masked passes.
 * Everything runs on ``images.device``; random methods draw from a ``torch.Generator`` on that
   device, seeded from the ``seed`` setting at every call (same images -> same maps).
 * No hooks: methods talk to the classifier through ``features`` / ``classify`` only.
-* ``last_forward_passes`` counts, per image, the classifier passes as the papers' ``#FW`` does:
-  the passes on the inputs the method builds from the image (masked or noisy copies). The one
-  pass on the unmodified image that reads the activations and the top-1 target is counted only
-  where it is the whole method (gradient CAMs: 1); batch-shared passes are not counted.
+* ``last_forward_passes`` is ``#FW``, the project's one definition: the images sent through the
+  classifier's feature extractor during the call, per explained image (a batch of B counts B):
+  the masked or noisy copies the method builds *and* the pass on the unmodified image where the
+  method runs one (Score-CAM: live channels + 1; RISE: N, +1 when it picks the top-1 class itself;
+  gradient CAMs and L-CAM: 1). :class:`lcam.evaluation.ForwardCounter` counts the same by a hook,
+  and the tests check that both agree for every registered method.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import warnings
 from abc import ABC, abstractmethod
-from typing import Any, Iterator, Sequence, Union
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from lcam.backbones.frozen import FrozenClassifier
-from lcam.heads import check_targets
+from lcam.explainers.targets import ClassSpace, Targets, class_ids
 from lcam.maps import SUBSTRATES, substrate_images
 
-Targets = Union[None, int, Sequence[int], Tensor]
+#: ``callback(fraction)``: the fraction in [0, 1] of the current explainer call that is done
+ProgressCallback = Callable[[float], None]
 
 
 def resolve_targets(targets: Targets, batch_size: int, num_classes: int, device: torch.device,
-                    logits: Tensor | None = None) -> Tensor:
-    """Class ids ``(B,)`` (long, on ``device``) from any accepted ``targets`` form.
+                    logits: Tensor | None = None, class_names: Sequence[str] | None = None) -> Tensor:
+    """Class ids ``(B,)`` (long, on ``device``): one class per image, by :mod:`lcam.explainers.targets`.
 
     Args:
-        targets: ``None``, an int, ``B`` ints or a tensor ``(B,)`` / scalar.
+        targets: ``None``, an id or name, ``B`` ids/names or a tensor ``(B,)`` / scalar.
         batch_size: ``B``.
         num_classes: ``C``; ids must lie in ``0..C-1``.
         device: where the ids go.
         logits: ``(B, C)`` logits of the unmodified images; required when ``targets`` is ``None``.
+        class_names: the classifier's class names (for targets given by name).
 
     Raises:
-        ValueError: wrong number of targets, or an id outside ``0..C-1``.
+        InputError (a ``ValueError``): wrong number of targets, an id outside ``0..C-1``, an unknown name.
     """
-    if targets is None:
-        if logits is None:
-            raise ValueError("targets=None needs the logits of the images to pick the top-1 class")
-        return logits.detach().argmax(dim=1).to(device)
-    t = torch.as_tensor(targets, device=device).long().reshape(-1)
-    if t.numel() == 1:
-        t = t.expand(batch_size)
-    if t.numel() != batch_size:
-        raise ValueError(f"Got {t.numel()} targets for a batch of {batch_size} images")
-    check_targets(t, num_classes)
-    return t.contiguous()
+    return class_ids(targets, batch_size, ClassSpace.of(num_classes, class_names), device, logits)
 
 
 def check_images(images: Tensor) -> None:
@@ -163,11 +164,20 @@ class Explainer(nn.Module, ABC):
 
     #: registry name, set by each concrete class
     name: str = ""
+    #: whether :meth:`maps_from_features` gives this method's maps from one pass's activations
+    shares_features: ClassVar[bool] = False
+    #: settings a config must give (``build_explainer`` / ``evaluate.py`` say which is missing)
+    required_settings: ClassVar[tuple[str, ...]] = ()
+    #: what else provides the required settings, for messages (e.g. "an L-CAM model or checkpoint")
+    requirement_hint: ClassVar[str] = ""
+    #: the setting that names a checkpoint file the method is built from (``None``: it has none)
+    checkpoint_setting: ClassVar[str | None] = None
 
     def __init__(self, model: FrozenClassifier) -> None:
         super().__init__()
         self.model = model
-        self.last_forward_passes: int = 0
+        self.last_forward_passes: float = 0
+        self._progress: ProgressCallback | None = None
 
     def forward(self, images: Tensor, targets: Targets = None) -> Tensor:  # type: ignore[override]
         """Saliency maps for a batch.
@@ -187,10 +197,38 @@ class Explainer(nn.Module, ABC):
     def explain(self, images: Tensor, targets: Targets) -> Tensor:
         """Method body: ``(B, 3, H, W)`` images -> ``(B, H, W)`` maps; sets ``last_forward_passes``."""
 
+    def maps_from_features(self, images: Tensor, feats: Tensor, targets: Tensor) -> Tensor:
+        """Maps ``(B, H, W)`` in [0, 1] from the activations ``feats`` ``(B, K, h, w)`` of one pass
+        on ``images`` ``(B, 3, H, W)``, for class ids ``targets`` ``(B,)``; only where
+        :attr:`shares_features` is true (one-pass methods)."""
+        raise NotImplementedError(f"{type(self).__name__} runs passes of its own (shares_features is False)")
+
+    @property
+    def layer(self) -> str | None:
+        """The explained layer of the classifier (``None`` for a classifier without an identity)."""
+        spec = getattr(self.model, "spec", None)
+        return spec.layer if spec is not None else None
+
+    @contextlib.contextmanager
+    def reporting(self, callback: ProgressCallback | None) -> Iterator[None]:
+        """Call ``callback(fraction done)`` during the calls made inside the block (per chunk of
+        masked passes for the perturbation methods; nothing for the one-pass methods)."""
+        previous, self._progress = self._progress, callback
+        try:
+            yield
+        finally:
+            self._progress = previous
+
+    def report(self, done: float, total: float) -> None:
+        """Tell the progress callback that ``done`` of ``total`` units of this call are finished."""
+        if self._progress is not None and total > 0:
+            self._progress(min(1.0, float(done) / float(total)))
+
     def targets_for(self, targets: Targets, images: Tensor, logits: Tensor | None = None) -> Tensor:
         """``(B,)`` class ids for ``images``; ``C`` comes from ``logits`` when given, else the model."""
         num_classes = int(logits.shape[1]) if logits is not None else self.model.num_classes
-        return resolve_targets(targets, images.shape[0], num_classes, images.device, logits)
+        names = getattr(self.model, "class_names", None)
+        return resolve_targets(targets, images.shape[0], num_classes, images.device, logits, names)
 
     @torch.no_grad()
     def activations_and_targets(self, images: Tensor, targets: Targets) -> tuple[Tensor, Tensor]:
@@ -228,7 +266,7 @@ class Explainer(nn.Module, ABC):
     def settings(self) -> dict[str, Any]:
         """The constructor settings of this instance (for logs and ``repr``)."""
         names = [p for p in inspect.signature(type(self).__init__).parameters if p not in ("self", "model")]
-        return {n: getattr(self, n) for n in names if hasattr(self, n)}
+        return {n: getattr(self, n) for n in names if hasattr(self, n) and not isinstance(getattr(self, n), nn.Module)}
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.settings().items())

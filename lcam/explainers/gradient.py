@@ -59,12 +59,27 @@ def weighted_sum(acts: Tensor, weights: Tensor) -> Tensor:
 
 
 class GradientCAM(Explainer):
-    """Base of the gradient CAMs; subclasses define :meth:`channel_weights`."""
+    """Base of the gradient CAMs; subclasses define :meth:`channel_weights`.
+
+    One pass: the map comes from the activations of the pass that gives the logits
+    (:meth:`maps_from_features`), so a caller that already has them pays only ``classify``.
+    """
+
+    shares_features = True
 
     def explain(self, images: Tensor, targets: Targets) -> Tensor:
         acts, grads, _ = self.activations_and_gradients(images, targets)
         self.last_forward_passes = 1
         return normalize_then_upsample(self.low_res_map(acts, grads), images.shape[-2:])
+
+    def maps_from_features(self, images: Tensor, feats: Tensor, targets: Tensor) -> Tensor:
+        """``U(minmax(low_res_map(A, dY_c/dA)))`` from ``A`` = ``feats`` ``(B, K, h, w)`` -> ``(B, H, W)``."""
+        with torch.inference_mode(False), torch.enable_grad():
+            acts = feats.detach().clone().requires_grad_(True)
+            score = self.model.classify(acts.clone()).gather(1, targets.view(-1, 1).clone()).sum()
+            (grads,) = torch.autograd.grad(score, acts)
+        self.last_forward_passes = 1
+        return normalize_then_upsample(self.low_res_map(acts.detach(), grads), images.shape[-2:]).float().clamp_(0.0, 1.0)
 
     def activations_and_gradients(self, images: Tensor, targets: Targets) -> tuple[Tensor, Tensor, Tensor]:
         """One pass: activations, gradients of the target scores, and the targets.
@@ -124,12 +139,13 @@ class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
 
     Args:
         model: the frozen classifier.
-        n_samples: noisy copies per image (``#FW = n_samples``).
+        n_samples: noisy copies per image (``#FW = n_samples + 1``: the clean pass for the activations).
         noise_std: noise standard deviation relative to each image's value range.
         seed: seed of the noise (same images -> same maps).
     """
 
     name = "smoothgradcampp"
+    shares_features = False  # gradients of noisy copies: passes of its own
 
     def __init__(self, model: FrozenClassifier, n_samples: int = 10, noise_std: float = 0.15, seed: int = 0) -> None:
         super().__init__(model)
@@ -145,12 +161,13 @@ class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
         sigma = self.noise_std * (flat.max(dim=1).values - flat.min(dim=1).values).view(-1, 1, 1, 1)
         gen = make_generator(self.seed, images.device)
         moments = [torch.zeros_like(acts) for _ in range(3)]
-        for _ in range(self.n_samples):
+        for i in range(self.n_samples):
             noise = torch.randn(images.shape, generator=gen, device=images.device, dtype=images.dtype)
             _, g, _ = self.activations_and_gradients(images + sigma * noise, t)
             for order, m in enumerate(moments, start=1):
                 m += g.pow(order) / self.n_samples
-        self.last_forward_passes = self.n_samples
+            self.report(i + 1, self.n_samples)
+        self.last_forward_passes = self.n_samples + 1
         cam = weighted_sum(acts, gradcampp_weights(acts, *moments))
         return normalize_then_upsample(cam, images.shape[-2:])
 

@@ -31,8 +31,6 @@ convolutions on CPU, same scores up to float rounding); only their scores are ke
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -55,8 +53,8 @@ WEIGHTINGS = ("logit_softmax", "probability")
 
 
 class ScoreCAM(Explainer):
-    """Score-CAM. ``#FW`` = live channels per image (``K`` without pruning), plus one substrate
-    pass per image with dead channels under ``logit_softmax``.
+    """Score-CAM. ``#FW`` = 1 (the activations) + live channels per image (``K`` without pruning), plus one
+    substrate pass per image with dead channels under ``logit_softmax`` (a batch average).
 
     Args:
         model: the frozen classifier.
@@ -103,7 +101,7 @@ class ScoreCAM(Explainer):
         with torch.no_grad():
             weights, passes = self.channel_weights(images, acts, t)
             cam = torch.einsum("bk,bkhw->bhw", weights, acts.float()).clamp(min=0)
-        self.last_forward_passes = math.ceil(passes / images.shape[0])
+        self.last_forward_passes = passes / images.shape[0] + 1  # + the pass that read the activations
         return upsample_then_normalize(cam, images.shape[-2:])
 
     def channel_weights(self, images: Tensor, acts: Tensor, targets: Tensor) -> tuple[Tensor, int]:
@@ -139,11 +137,13 @@ class ScoreCAM(Explainer):
         pairs = live.nonzero()  # (M, 2): image index, channel index
         gen = make_generator(self.seed, images.device)
         size = self.masked_batch_size(images.device)
-        for _ in range(self.n_samples):
+        total = self.n_samples * pairs.shape[0]
+        for sample in range(self.n_samples):
             for part in chunks(pairs.shape[0], size):
                 b, k = pairs[part, 0], pairs[part, 1]
                 inputs = self.masked_inputs(images[b], substrate[b], acts[b, k], gen)
                 scores[b, k] += self.masked_scores(inputs, targets[b], self.score).float()
+                self.report(sample * pairs.shape[0] + part.stop, total)
         return scores / self.n_samples
 
     def masked_batch_size(self, device: torch.device) -> int:
@@ -180,7 +180,7 @@ class SSCAM1(_SmoothedScoreCAM):
 
     ``sigma`` is in *mask units*: ``H_k`` is the upsampled, min-max normalised activation map in
     [0, 1], and the noisy mask is not clipped. The noise is drawn per pixel (``H x W``) and shared by
-    the three colour channels. ``#FW = n_samples *`` live channels. Paper settings:
+    the three colour channels. ``#FW = 1 + n_samples *`` live channels. Paper settings:
     ``n_samples = 10, sigma = 2``.
 
     Args:
@@ -205,7 +205,7 @@ class SSCAM2(_SmoothedScoreCAM):
     ImageNet-normalised tensors, and the noise is added to that tensor): on the [0, 1] image the
     noise of colour channel ``c`` has standard deviation ``sigma * std_c`` (the classifier's
     normalisation std; ``sigma = 2`` gives about 0.45 for ImageNet). The noisy image is not
-    clipped. ``#FW = n_samples *`` live channels.
+    clipped. ``#FW = 1 + n_samples *`` live channels.
 
     Args:
         model, substrate, batch_size, prune, channels_last: as :class:`ScoreCAM`.

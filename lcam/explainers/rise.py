@@ -35,7 +35,7 @@ from lcam.maps import upsample_then_normalize
 
 
 class RISE(Explainer):
-    """RISE. ``#FW = n_masks``.
+    """RISE. ``#FW = n_masks`` (+ 1 with ``targets=None``: the pass that picks the top-1 class).
 
     Args:
         model: the frozen classifier.
@@ -105,23 +105,30 @@ class RISE(Explainer):
             t = self.targets_for(targets, images, logits)
             size = self.masked_batch_size(images.device)
             substrate = self.substrate_for(images)
-            groups = [self.weighted_mask_sum(images[part], substrate[part], t[part], masks, size) for part in chunks(b, size)]
-        self.last_forward_passes = self.n_masks
+            groups = []
+            for part in chunks(b, size):
+                groups.append(self.weighted_mask_sum(images[part], substrate[part], t[part], masks, size, done=part.start, total=b))
+        self.last_forward_passes = self.n_masks + (1 if targets is None else 0)
         return upsample_then_normalize(torch.cat(groups) / (self.n_masks * self.p), (h, w))
 
     def masked_batch_size(self, device: torch.device) -> int:
         """Masked images per forward pass on ``device`` (``batch_size`` or its device default)."""
         return chunk_size(self.batch_size, device, self.accelerator_batch_size)
 
-    def weighted_mask_sum(self, images: Tensor, substrate: Tensor, targets: Tensor, masks: Tensor, size: int) -> Tensor:
+    def weighted_mask_sum(self, images: Tensor, substrate: Tensor, targets: Tensor, masks: Tensor, size: int,
+                          done: int = 0, total: int | None = None) -> Tensor:
         """``sum_i p_c(x (.) M_i) M_i``: images and substrate ``(b, 3, H, W)`` (``b <= size``),
-        targets ``(b,)``, masks ``(N, H, W)`` -> ``(b, H, W)``; ``size // b`` masks per forward pass."""
+        targets ``(b,)``, masks ``(N, H, W)`` -> ``(b, H, W)``; ``size // b`` masks per forward pass.
+        ``done`` / ``total``: images of the whole call before this group, and in all (progress)."""
         b = images.shape[0]
+        n = masks.shape[0]
+        total = b if total is None else total
         sal = torch.zeros(b, *masks.shape[1:], device=images.device)
-        for part in chunks(masks.shape[0], max(1, size // b)):
+        for part in chunks(n, max(1, size // b)):
             m = masks[part].to(images.dtype)  # (n, H, W)
             # (b, n, 3, H, W) by broadcasting, as apply_masks: substrate + (x - substrate) (.) M
             inputs = apply_masks(images.unsqueeze(1), substrate.unsqueeze(1), m.unsqueeze(0)).flatten(0, 1)
             probs = self.masked_scores(inputs, targets.repeat_interleave(m.shape[0]))
             sal += torch.einsum("bn,nhw->bhw", probs.float().view(b, -1), m)
+            self.report(done * n + b * part.stop, total * n)
         return sal
