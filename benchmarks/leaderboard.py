@@ -59,14 +59,27 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
 ONE_PASS = ("lcam_img", "lcam_fm", "gradcam", "gradcampp", "xgradcam", "guidedcam")
 
 
+DATASETS = ("imagenette", "imagenet1300", "heldout")
+
+
 def dataset_files(name: str) -> list[Path]:
-    """The photos of a dataset, in a fixed order."""
+    """The photos of a dataset, in a fixed order.
+
+    ``heldout`` is the 10 % of imagenette-subset/train that ``+experiment=lcam_*_imagenette`` holds
+    out for validation (same split, same seed): the photos on which recipes are compared, so the
+    evaluation folders are never used for a choice."""
+    if name == "heldout":
+        from lcam.data import FolderDataModule
+
+        cfg = OmegaConf.load(ROOT / "conf" / "train.yaml")
+        data = FolderDataModule(root=str(SHARED / "imagenette-subset" / "train"), val_fraction=0.1, seed=int(cfg.seed))
+        return [Path(p) for p in data.scan_val()[0]]
     if name == "imagenette":
         return sorted((SHARED / "imagenette-subset" / "val").glob("*/*.JPEG"))
     if name == "imagenet1300":
         lines = (SHARED / "imagenet-val-1300" / "labels.txt").read_text().split("\n")
         return [SHARED / "imagenet-val-1300" / "images" / ln.split()[0] for ln in lines if ln.strip() and not ln.startswith("#")]
-    raise ValueError(f"Unknown dataset {name!r}; valid: imagenette, imagenet1300")
+    raise ValueError(f"Unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
 
 
 def pick(files: list[Path], subset: int | None, seed: int = 0) -> list[Path]:
@@ -78,14 +91,8 @@ def pick(files: list[Path], subset: int | None, seed: int = 0) -> list[Path]:
 
 
 def run_method(key: str, files: list[Path], model: Any, ckpts: dict[str, str], batch: int) -> dict[str, Any]:
-    label, cfg = METHODS[key]
-    if cfg["name"] == "lcam":
-        if not ckpts.get(key):
-            raise SystemExit(f"{key} needs its checkpoint: --{key.split('_')[1]}-ckpt PATH")
-        cfg = {**cfg, "ckpt_path": ckpts[key]}
-        explainer = LCAMExplainer(model, ckpt_path=ckpts[key])  # not in the baselines' registry
-    else:
-        explainer = build_explainer(cfg, model)
+    label, explainer = build(key, model, ckpts)
+    cfg = METHODS[key][1]
     tf = eval_transform(256, 224, model.spec.interpolation or "bilinear")
     ys, os_, fws, seconds = [], [], [], 0.0
     for start in range(0, len(files), batch):
@@ -125,41 +132,79 @@ def paired_ci(a: dict[str, Any], b: dict[str, Any], n: int = 5000, seed: int = 0
             for k, d in diffs.items()}
 
 
+def load_entries(out_dir: Path) -> list[dict[str, Any]]:
+    """Every result file of a dataset; ``name`` = the method's label plus its tag (a recipe or step)."""
+    entries = []
+    for path in sorted(out_dir.glob("*.json")):
+        e = json.loads(path.read_text())
+        tag = e.get("tag", path.stem[len(e["key"]):].rsplit("_", 1)[0])
+        e["name"] = f"{e['label']} ({tag.strip('_')})" if tag.strip("_") else e["label"]
+        entries.append(e)
+    return entries
+
+
 def report(dataset: str, out_dir: Path) -> str:
-    entries = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))]
     groups: dict[int, list[dict[str, Any]]] = {}
-    for e in entries:
+    for e in load_entries(out_dir):
         groups.setdefault(len(e["files"]), []).append(e)
     order = list(METHODS)
     lines = [f"## Real-photo leaderboard: {dataset}, EfficientNet-Lite0 (offline), top-1 class", ""]
     for n in sorted(groups, reverse=True):
-        rows = sorted(groups[n], key=lambda e: order.index(e["key"]) if e["key"] in order else 99)
+        rows = sorted(groups[n], key=lambda e: (order.index(e["key"]) if e["key"] in order else 99, e["name"]))
         lines += [f"### {n} photos", "", "| method | AD100 | IC100 | AD50 | IC50 | AD15 | IC15 | #FW | s/img |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for e in rows:
             s = scores(e)
-            lines.append(f"| {e['label']} | " + " | ".join(f"{s[k]:.2f}" for k in ("AD100", "IC100", "AD50", "IC50", "AD15", "IC15"))
+            lines.append(f"| {e['name']} | " + " | ".join(f"{s[k]:.2f}" for k in ("AD100", "IC100", "AD50", "IC50", "AD15", "IC15"))
                          + f" | {e['fw']:.0f} | {e['seconds_per_image']:.3f} |")
-        by_key = {e["key"]: e for e in rows}
-        pairs = [(a, b) for a in ("lcam_img", "lcam_fm") for b in ("gradcam", "gradcampp") if a in by_key and b in by_key]
+        baselines = [e for e in rows if e["key"] in ("gradcam", "gradcampp") and e["name"] == e["label"]]
+        pairs = [(a, b) for a in rows if a["key"] in ("lcam_img", "lcam_fm") for b in baselines]
         if pairs:
             lines += ["", ("Paired differences (L-CAM minus baseline, same photos; mean [95 % bootstrap interval]; "
                            "AD100 lower is better, IC100 higher is better):"), ""]
             for a, b in pairs:
-                ci = paired_ci(by_key[a], by_key[b])
-                lines.append(f"- {by_key[a]['label']} - {by_key[b]['label']}: AD100 {ci['AD100'][0]:+.2f} "
+                ci = paired_ci(a, b)
+                lines.append(f"- {a['name']} - {b['name']}: AD100 {ci['AD100'][0]:+.2f} "
                              f"[{ci['AD100'][1]:+.2f}, {ci['AD100'][2]:+.2f}], IC100 {ci['IC100'][0]:+.2f} "
                              f"[{ci['IC100'][1]:+.2f}, {ci['IC100'][2]:+.2f}]")
-        ckpts = {e["key"]: e["ckpt"] for e in rows if e.get("ckpt")}
+        ckpts = {e["name"]: e["ckpt"] for e in rows if e.get("ckpt")}
         if ckpts:
             lines += ["", "Checkpoints: " + ", ".join(f"{k}: `{v}`" for k, v in ckpts.items())]
         lines.append("")
     return "\n".join(lines)
 
 
+def build(key: str, model: Any, ckpts: dict[str, str]) -> tuple[str, Any]:
+    """``(label, explainer)`` of a leaderboard key (L-CAM keys need their checkpoint)."""
+    label, cfg = METHODS[key]
+    if cfg["name"] == "lcam":
+        return label, LCAMExplainer(model, ckpt_path=ckpts[key])
+    return label, build_explainer(cfg, model)
+
+
+def figure(dataset: str, keys: list[str], model: Any, ckpts: dict[str, str], n: int, path: Path) -> None:
+    """Maps side by side: rows = methods, columns = ``n`` seeded photos of ``dataset`` (top-1 class)."""
+    from lcam.data import imagenet_synsets  # noqa: PLC0415
+    from lcam.viz import comparison_grid  # noqa: PLC0415
+
+    files = pick(dataset_files(dataset), n, seed=1)
+    tf = eval_transform(256, 224, model.spec.interpolation or "bilinear")
+    images = torch.stack([tf(Image.open(p).convert("RGB")) for p in files])
+    with torch.no_grad():
+        targets = model(images).argmax(1)
+    rows = {}
+    for key in keys:
+        label, explainer = build(key, model, ckpts)
+        rows[label] = explainer(images, targets)
+        print(f"figure: {label}", flush=True)
+    names = imagenet_synsets()[1]
+    comparison_grid(images, rows, [names[int(t)][:18] for t in targets]).save(path)
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=["imagenette", "imagenet1300"], default="imagenette")
+    parser.add_argument("--dataset", choices=DATASETS, default="imagenette")
     parser.add_argument("--methods", nargs="*", default=[], choices=sorted(METHODS))
     parser.add_argument("--subset", type=int, help="a seeded subset of this many photos")
     parser.add_argument("--img-ckpt")
@@ -167,16 +212,23 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--tag", default="", help="suffix of the result files (e.g. a training step)")
     parser.add_argument("--report", action="store_true")
+    parser.add_argument("--figure", nargs="*", choices=sorted(METHODS), metavar="METHOD",
+                        help="draw these methods' maps side by side on --figure-photos seeded photos")
+    parser.add_argument("--figure-photos", type=int, default=6)
     parser.add_argument("--out", default=str(RESULTS / "leaderboard"))
     args = parser.parse_args()
     out_dir = Path(args.out) / args.dataset
     out_dir.mkdir(parents=True, exist_ok=True)
-    if args.methods:
+    ckpts = {"lcam_img": args.img_ckpt, "lcam_fm": args.fm_ckpt}
+    if args.methods or args.figure:
         spec = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "backbone" / "efficientnet_lite0.yaml"))
         model = build_backbone(spec)
+    if args.figure:
+        figure(args.dataset, args.figure, model, ckpts, args.figure_photos, Path(args.out).parent / f"leaderboard_{args.dataset}.png")
+    if args.methods:
         files = pick(dataset_files(args.dataset), args.subset)
         for key in args.methods:
-            entry = run_method(key, files, model, {"lcam_img": args.img_ckpt, "lcam_fm": args.fm_ckpt}, args.batch)
+            entry = {**run_method(key, files, model, ckpts, args.batch), "tag": args.tag}
             name = f"{key}{args.tag}_{len(files)}.json"
             (out_dir / name).write_text(json.dumps(entry))
             s = scores(entry)

@@ -187,6 +187,8 @@ def test_resume_from_missing_checkpoint_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("variant", ["img", "fm"])
 def test_imagenette_recipes_train_on_the_shared_photos_with_a_classifier_initialised_head(variant, tmp_path):
     cfg = compose_train([f"+experiment=lcam_{variant}_imagenette", "logger=csv"], tmp_path)
-    assert cfg.model.variant == variant and cfg.model.init == "classifier"
+    assert cfg.model.variant == variant and cfg.model.init == "classifier" and cfg.model.mask == "minmax"
+    # the paper's optimiser and decay (model: lcam, trainer: default), two epochs
+    assert cfg.model.optimizer.lr == 0.01 and cfg.model.scheduler.gamma == 0.75 and cfg.trainer.max_epochs == 2
     assert cfg.model.backbone.name == "tf_efficientnet_lite0"
     assert str(cfg.data.root).endswith("shared/data/imagenette-subset/train") and cfg.data.val_root is None
