@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
             lines.append(f"| {r['n']} | " + (" | ".join(f"{r[k]:.0f}" for k in ("base_mb", "peak_mb", "extra_mb", "seconds"))
                                               if "error" not in r else f"error: {r['error']} | | |") + " |")
         lines.append("")
-        print("\n".join(lines[-(len(rows) + 4):]), flush=True)
+        print("\n".join(lines[-(len(rows) + 5):]), flush=True)
     if "peer" in args.parts:
         try:
             import vision_explanation_methods  # noqa: F401
