@@ -132,6 +132,10 @@ def test_win_rate_by_hand():
     win = metric.compute()
     assert float(win[0, 1]) == pytest.approx(62.5) and float(win[1, 0]) == pytest.approx(37.5)
     assert math.isnan(float(win[0, 0]))
+    # drops equal up to float rounding tie
+    near = WinRate(2)
+    near.update(torch.tensor([[0.3, 0.3 + 1e-7], [0.5 + 1e-7, 0.5]]))
+    assert float(near.compute()[0, 1]) == pytest.approx(50.0)
     names, table = win_rate_table({"a": torch.tensor([0.1, 0.2]), "b": torch.tensor([0.2, 0.3])})
     assert names == ["a", "b"] and float(table[0, 1]) == 100.0
     with pytest.raises(ValueError, match="same images"):

@@ -287,17 +287,20 @@ class WinRate(Metric):
 
     ``update(drops)`` takes per-image confidence drops ``(B, M)`` (column ``m`` = method ``m``;
     lower is better); ``compute()`` returns ``(M, M)``: entry ``[a, b]`` = percent of images where
-    ``a``'s drop is lower than ``b``'s (ties count half), NaN on the diagonal.
+    ``a``'s drop is lower than ``b``'s (ties count half), NaN on the diagonal. Drops within
+    ``tie_tolerance`` of each other tie: two methods that give the same map up to float rounding
+    (Grad-CAM and XGrad-CAM on a global-average-pooling classifier) score 50%, not a coin toss
+    decided by rounding.
     """
 
     full_state_update = False
     higher_is_better = True
 
-    def __init__(self, num_methods: int, **kwargs) -> None:
+    def __init__(self, num_methods: int, tie_tolerance: float = 1e-5, **kwargs) -> None:
         super().__init__(**kwargs)
         if num_methods < 1:
             raise ValueError(f"num_methods must be >= 1, got {num_methods}")
-        self.num_methods = int(num_methods)
+        self.num_methods, self.tie_tolerance = int(num_methods), float(tie_tolerance)
         self.add_state("wins", default=torch.zeros(num_methods, num_methods, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
@@ -306,7 +309,8 @@ class WinRate(Metric):
         if d.ndim != 2 or d.shape[1] != self.num_methods:
             raise ValueError(f"drops must be (B, {self.num_methods}), got {tuple(d.shape)}")
         a, b = d[:, :, None], d[:, None, :]
-        self.wins += ((a < b).double() + 0.5 * (a == b).double()).sum(0)
+        tie = (a - b).abs() <= self.tie_tolerance
+        self.wins += ((~tie & (a < b)).double() + 0.5 * tie.double()).sum(0)
         self.count += d.shape[0]
 
     def compute(self) -> Tensor:  # type: ignore[override]
