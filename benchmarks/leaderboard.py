@@ -33,8 +33,7 @@ from PIL import Image
 
 from lcam.backbones import build_backbone
 from lcam.data.transforms import eval_transform
-from lcam.explainers import build_explainer
-from lcam.explainers.learned import LCAMExplainer
+from lcam.explainers import build_explainer, missing_settings
 from lcam.metrics import DEFAULT_THRESHOLDS, AverageDropIncrease, explanation_confidence
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,7 +147,16 @@ def report(dataset: str, out_dir: Path) -> str:
     for e in load_entries(out_dir):
         groups.setdefault(len(e["files"]), []).append(e)
     order = list(METHODS)
-    lines = [f"## Real-photo leaderboard: {dataset}, EfficientNet-Lite0 (offline), top-1 class", ""]
+    lines = [f"## Real-photo leaderboard: {dataset}, EfficientNet-Lite0 (offline), top-1 class", "",
+             "Made with (each method once, in the background; then the report):", "", "```bash",
+             "python train.py +experiment=lcam_img_imagenette   # and lcam_fm_imagenette -> checkpoints/last.ckpt",
+             f"python -m benchmarks.leaderboard --dataset {dataset} --methods lcam_img lcam_fm --img-ckpt IMG.ckpt "
+             "--fm-ckpt FM.ckpt --tag _minmax-2ep",
+             f"python -m benchmarks.leaderboard --dataset {dataset} --methods gradcam gradcampp guidedcam xgradcam",
+             f"python -m benchmarks.leaderboard --dataset {dataset} --subset 200 --methods scorecam gradcam gradcampp lcam_img lcam_fm ...",
+             f"python -m benchmarks.leaderboard --dataset {dataset} --report", "```", "",
+             "AD/IC in %, at 100/50/15 % of the map kept (AD lower, IC higher is better); #FW forward passes per "
+             "explanation; s/img wall time on a shared 2-core CPU (not comparable across rows run at different loads).", ""]
     for n in sorted(groups, reverse=True):
         rows = sorted(groups[n], key=lambda e: (order.index(e["key"]) if e["key"] in order else 99, e["name"]))
         lines += [f"### {n} photos", "", "| method | AD100 | IC100 | AD50 | IC50 | AD15 | IC15 | #FW | s/img |",
@@ -177,8 +185,10 @@ def report(dataset: str, out_dir: Path) -> str:
 def build(key: str, model: Any, ckpts: dict[str, str]) -> tuple[str, Any]:
     """``(label, explainer)`` of a leaderboard key (L-CAM keys need their checkpoint)."""
     label, cfg = METHODS[key]
-    if cfg["name"] == "lcam":
-        return label, LCAMExplainer(model, ckpt_path=ckpts[key])
+    if missing_settings(cfg):  # the L-CAM keys: their checkpoint comes from the command line
+        if not ckpts.get(key):
+            raise SystemExit(f"{key} needs its checkpoint: --{key.split('_')[1]}-ckpt PATH")
+        cfg = {**cfg, "ckpt_path": ckpts[key]}
     return label, build_explainer(cfg, model)
 
 
