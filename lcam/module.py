@@ -323,11 +323,12 @@ class LCAM(pl.LightningModule):
 
         return LCAMExplainer(self.backbone, head=self.head, variant=self.variant)
 
-    def explain(self, images: Any, targets: Any = None, k: int = 3, method: str = "lcam", **kwargs: Any) -> Any:
+    def explain(self, images: Any, targets: Any = None, k: int = 3, method: Any = None, **kwargs: Any) -> Any:
         """Saliency maps for PIL images, files, folders or a ``(B, 3, H, W)`` tensor in [0, 1]
         (``targets``: ``None``, a class, one per image or ``"topk"``); returns an
-        :class:`lcam.explain.Explanation`. See :func:`lcam.explain.api.explain`. The model itself
-        is left as it was (mode, parameters' flags)."""
+        :class:`lcam.explain.Explanation`. ``method=None``: this model's own explainer (L-CAM);
+        any registered method otherwise. See :func:`lcam.explain.api.explain`. The model itself is
+        left as it was (mode, parameters' flags, hooks)."""
         from lcam.explain.api import explain
 
         return explain(self, images, targets=targets, k=k, method=method, **kwargs)
