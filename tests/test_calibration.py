@@ -22,7 +22,6 @@ def test_rescale_keeps_every_class_map_and_moves_the_sigmoid():
     after = head(feats).detach()
     torch.testing.assert_close(after, 0.25 * before - 3.0, atol=1e-5, rtol=1e-5)  # computed by hand
     for c in range(5):  # min-max maps of every class unchanged
-        t = torch.full((3,), c)
         torch.testing.assert_close(normalize_then_upsample(after[:, c], (16, 16)),
                                    normalize_then_upsample(before[:, c], (16, 16)), atol=1e-5, rtol=1e-4)
     assert not torch.allclose(torch.sigmoid(after), torch.sigmoid(before))

@@ -54,7 +54,8 @@ def resolve_source(name: str, source: str = "auto") -> str:
 
 
 @contextmanager
-def _download_timeout(seconds: float) -> Iterator[None]:
+def download_timeout(seconds: float) -> Iterator[None]:
+    """Give up a download after ``seconds`` without an answer (offline machines fail fast)."""
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(seconds)
     try:
@@ -141,7 +142,7 @@ def _torchvision_model(spec: BackboneSpec) -> tuple[nn.Module, dict[str, Any]]:
             if why:
                 raise _missing_weights(spec, fname, why)
         try:
-            with _download_timeout(DOWNLOAD_TIMEOUT_S):
+            with download_timeout(DOWNLOAD_TIMEOUT_S):
                 model = torchvision.models.get_model(name, weights=weights)
         except (OSError, RuntimeError) as err:
             raise _missing_weights(spec, fname, f"the download failed ({type(err).__name__}: {err})") from err
@@ -179,7 +180,7 @@ def _timm_model(spec: BackboneSpec) -> tuple[nn.Module, dict[str, Any]]:
             raise BackboneWeightsError(f"Weights file not found: {path}. Pass an existing file with backbone.weights=/path/to/file")
         kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
     try:
-        with _download_timeout(DOWNLOAD_TIMEOUT_S):
+        with download_timeout(DOWNLOAD_TIMEOUT_S):
             model = timm.create_model(spec.name, pretrained=pretrained, **kwargs)
     except (OSError, RuntimeError) as err:
         if not pretrained or where is None:

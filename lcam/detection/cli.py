@@ -27,7 +27,6 @@ import csv
 import io
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -196,17 +195,7 @@ def exit_status(cfg: DictConfig) -> int:
     """Run the command; ``error: ...`` (one line) on bad input. 0: something explained, 1: every
     file failed, 2: bad input."""
     from lcam.detection.weights import DetectorWeightsError
+    from lcam.explain.cli import run_for_status
     from lcam.explain.inputs import InputError
 
-    try:
-        summary = run_detection_explain(cfg)
-    except (InputError, DetectorWeightsError, FileNotFoundError, ValueError) as err:
-        if os.environ.get("LCAM_TRACEBACK") == "1":
-            raise
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
-        return 2
-    if summary["explained"] == 0:
-        print(f"error: nothing could be explained: all {summary['failed']} input file(s) failed (see {summary['csv']})",
-              file=sys.stderr, flush=True)
-        return 1
-    return 0
+    return run_for_status(run_detection_explain, cfg, (InputError, DetectorWeightsError, FileNotFoundError, ValueError))

@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import copy
 import os
-import socket
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torchvision
 from torch import Tensor, nn
 from torchvision.models.detection.transform import resize_boxes
 
+from lcam.backbones.builders import DOWNLOAD_TIMEOUT_S, download_timeout
 from lcam.backbones.weights import load_state_dict_file, torch_hub_checkpoint_dir
 from lcam.detection.base import Detections, Detector, top_score_vectors
 from lcam.detection.weights import DetectorWeightsError
@@ -44,17 +43,6 @@ TORCHVISION_DETECTORS = {
     "ssd300_vgg16": "ssd",
     "ssdlite320_mobilenet_v3_large": "ssd",
 }
-DOWNLOAD_TIMEOUT_S = 20.0
-
-
-@contextmanager
-def _download_timeout(seconds: float) -> Iterator[None]:
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(old)
 
 
 def build_torchvision_model(name: str, weights: str | os.PathLike | None = "coco", **kwargs: Any) -> tuple[nn.Module, list[str]]:
@@ -76,7 +64,7 @@ def build_torchvision_model(name: str, weights: str | os.PathLike | None = "coco
         w = enum.DEFAULT if str(weights).lower() in ("coco", "default") else enum[str(weights)]
         file = w.url.rsplit("/", 1)[-1]
         try:
-            with _download_timeout(DOWNLOAD_TIMEOUT_S):
+            with download_timeout(DOWNLOAD_TIMEOUT_S):
                 model = torchvision.models.get_model(name, weights=w, weights_backbone=None, **kwargs)
         except (OSError, RuntimeError) as err:
             raise DetectorWeightsError(

@@ -215,9 +215,17 @@ def user_errors() -> tuple[type[BaseException], ...]:
 def exit_status(cfg: DictConfig) -> int:
     """Run the command; print ``error: ...`` (one line) on bad input. Returns the exit status:
     0 when at least one image was explained, 1 when none could be, 2 on bad input."""
+    return run_for_status(run_explain, cfg, user_errors())
+
+
+def run_for_status(run: Any, cfg: DictConfig, errors: tuple[type[BaseException], ...]) -> int:
+    """``run(cfg)`` (returning a summary with ``explained``, ``failed``, ``csv``) as an exit status:
+    0 when something was explained, 1 when every input failed, 2 on ``errors`` (printed as one
+    ``error: ...`` line; ``LCAM_TRACEBACK=1`` raises them instead). Shared by the classifier and
+    detector commands."""
     try:
-        summary = run_explain(cfg)
-    except user_errors() as err:
+        summary = run(cfg)
+    except errors as err:
         if os.environ.get("LCAM_TRACEBACK") == "1":
             raise
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
