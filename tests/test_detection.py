@@ -1,7 +1,6 @@
 """Detector interface, YOLOv3-tiny (darknet weights), weights fetching errors."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import struct
 from pathlib import Path
@@ -79,13 +78,9 @@ def test_yolov3_tiny_finds_the_cameraman(yolo):
     assert yolo.weights_file is not None and Path(yolo.weights_file).stat().st_size == 35_434_956
 
 
-@pytest.mark.skipif(importlib.util.find_spec("cv2") is None, reason="OpenCV (cv2 with dnn) not installed: parity check "
-                    "with its darknet reader skipped (pip install 'opencv-python-headless<5' to run it)")
 def test_yolov3_tiny_matches_opencv_darknet_reader(yolo):
-    import cv2
+    import cv2  # opencv-contrib-python-headless<5 (requirements.txt): OpenCV 5 dropped the darknet reader
 
-    if not hasattr(cv2, "dnn") or not hasattr(cv2.dnn, "readNetFromDarknet"):
-        pytest.skip("this OpenCV has no darknet reader (OpenCV 5 dropped it)")
     files = yolov3_tiny_files()
     net = cv2.dnn.readNetFromDarknet(str(files["cfg"]), str(files["weights"]))
     model = YOLOv3Tiny(score_threshold=0.25)  # 416 px, as the cfg
