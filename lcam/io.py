@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -79,3 +81,14 @@ def save_image_atomic(img: Image.Image, path: str | os.PathLike, **kwargs) -> No
     fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
     with atomic_write(path) as f:
         img.save(f, format=fmt, **kwargs)
+
+
+def write_csv_atomic(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    """Write ``rows`` as a CSV with the header ``columns`` (missing keys empty, extra keys ignored),
+    atomically: a reader never sees a half-written table."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), restval="", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_write(path, "w") as f:
+        f.write(buf.getvalue())

@@ -23,8 +23,6 @@ Settings: ``detector=NAME`` (a ``conf/detector`` file; ``detector.weights=...`` 
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
 import time
@@ -36,7 +34,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from lcam.detection.analysis import AverageMap, match_detections
 from lcam.detection.api import COLUMNS, TargetSpec, explain_one, iter_explanations, make_drise, parse_targets
 from lcam.detection.registry import build_detector
-from lcam.io import atomic_write, save_image_atomic
+from lcam.io import atomic_write, save_image_atomic, write_csv_atomic
 
 log = logging.getLogger("lcam.detection")
 
@@ -59,12 +57,7 @@ class DetectionsTable:
         self.path, self.rows = path, []  # type: ignore[var-annotated]
 
     def write(self) -> None:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=COLUMNS, restval="", extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        with atomic_write(self.path, "w") as f:
-            f.write(buf.getvalue())
+        write_csv_atomic(self.path, self.rows, COLUMNS)
 
 
 def _device(name: Any) -> Any:

@@ -12,8 +12,6 @@ logged to W&B (table, figure, mean metrics) like the classifier evaluation.
 """
 from __future__ import annotations
 
-import csv
-import io
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from lcam.detection.api import iter_explanations, make_drise, parse_targets
 from lcam.detection.groundtruth import read_ground_truth
 from lcam.detection.metrics import DetectionInsertionDeletion
 from lcam.detection.registry import build_detector
-from lcam.io import atomic_write, save_image_atomic
+from lcam.io import atomic_write, save_image_atomic, write_csv_atomic
 
 COLUMNS = ["image", "detection", "class", "score", "energy_in_box", "deletion_similarity", "deletion_ap",
            "insertion_similarity", "insertion_ap", "drise_s"]
@@ -47,12 +45,7 @@ def write_results(rows: list[dict[str, Any]], out: Path, title: str) -> tuple[Pa
     md, cs = out / "results.md", out / "results.csv"
     with atomic_write(md, "w") as f:
         f.write("\n".join(lines) + "\n")
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    with atomic_write(cs, "w") as f:
-        f.write(buf.getvalue())
+    write_csv_atomic(cs, rows, COLUMNS)
     return md, cs
 
 

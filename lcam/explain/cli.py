@@ -15,8 +15,6 @@ Every file is written atomically (temporary file + rename), and ``results.csv`` 
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
 import sys
@@ -33,7 +31,7 @@ from lcam.explain.inputs import DEMO, InputError, InputItem
 from lcam.explain.result import Explanation
 from lcam.explain.stream import Source, explain_batches
 from lcam.explainers.targets import TargetPlan, parse_targets
-from lcam.io import atomic_write, save_image_atomic
+from lcam.io import save_image_atomic, write_csv_atomic
 
 log = logging.getLogger("lcam.explain")
 
@@ -76,12 +74,7 @@ class ResultsTable:
         self.rows.append({"file": item.file, "image": item.name, "method": method, "status": "failed", "error": error})
 
     def write(self) -> None:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=COLUMNS, restval="", extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        with atomic_write(self.path, "w") as f:
-            f.write(buf.getvalue())
+        write_csv_atomic(self.path, self.rows, COLUMNS)
 
 
 def run_explain(cfg: DictConfig) -> dict[str, Any]:
