@@ -4,6 +4,7 @@
     model = LCAM.load_from_checkpoint("run/checkpoints/last.ckpt")
     result = model.explain(images)                        # or lcam.explain("vgg16", images, method="gradcam")
 
+On CPU, ``lcam.tune_cpu_allocator()`` makes masked passes ~2x faster (see :mod:`lcam.allocator`).
 Heavy modules load on first use (``import lcam`` alone stays cheap).
 """
 from __future__ import annotations
@@ -18,10 +19,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from lcam.explain.result import Explanation
     from lcam.module import LCAM
 
-__all__ = ["LCAM", "Explanation", "__version__", "explain", "load_checkpoint"]
+__all__ = ["LCAM", "Explanation", "__version__", "explain", "load_checkpoint", "tune_cpu_allocator"]
 
 _LAZY = {"LCAM": ("lcam.module", "LCAM"), "Explanation": ("lcam.explain.result", "Explanation"),
-         "load_checkpoint": ("lcam.module", "load_lcam_checkpoint")}
+         "load_checkpoint": ("lcam.module", "load_lcam_checkpoint"),
+         "tune_cpu_allocator": ("lcam.allocator", "tune_cpu_allocator")}
 
 
 def __getattr__(name: str) -> Any:

@@ -97,3 +97,43 @@ def test_bad_settings_name_the_setting():
         CrispMask(square_model(), sigma0=0)
     with pytest.raises(ValueError, match="valid settings"):
         build_explainer({"name": "crisp", "iters": 3}, square_model())
+
+
+SQUARES = {0: (slice(4, 12), slice(4, 12)), 1: (slice(20, 28), slice(20, 28))}
+
+
+class TwoSquares(nn.Module):
+    """Features ``(B, 2, H, W)``: |Laplacian| of channel 0 inside square 0 (channel 0) and square 1 (channel 1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texture = SquareTexture()
+        windows = torch.zeros(1, 2, SIZE, SIZE)
+        for k, (rows, cols) in SQUARES.items():
+            windows[0, k, rows, cols] = 1.0
+        self.register_buffer("windows", windows)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x[:, :1], self.texture.kernel, padding=1).abs() * self.windows
+
+
+class TwoSquaresHead(nn.Module):
+    """Class k logit = 10 (texture energy in square k - 0.5); class 2 logit = 0."""
+
+    def forward(self, f: Tensor) -> Tensor:
+        energy = f.sum(dim=(2, 3)) / 64.0
+        return torch.cat([10.0 * (energy - 0.5), torch.zeros_like(energy[:, :1])], dim=1)
+
+
+def test_crisp_map_changes_with_the_class():
+    """Two textured squares, one per class: each class's crisp map deletes its own square, not the other."""
+    model = FrozenClassifier(TwoSquares(), TwoSquaresHead(), mean=[0.0] * 3, std=[1.0] * 3)
+    image = checkerboard(1)
+    explainer = build_explainer({"name": "crisp", **SETTINGS}, model)
+    maps = {}
+    for target in (0, 1):
+        maps[target] = sal = explainer(image, target)[0]
+        own, other = SQUARES[target], SQUARES[1 - target]
+        assert sal[own].mean() > 0.5 and sal[other].mean() < 0.05, (target, sal[own].mean(), sal[other].mean())
+        assert explainer.last_drop[0] > 0.9
+    assert (maps[0] - maps[1]).abs().max() > 0.9

@@ -73,9 +73,8 @@ def _device(name: Any) -> Any:
 
 def run_detection_explain(cfg: DictConfig) -> dict[str, Any]:
     """Run the command from a composed config; returns a summary dict (raises on bad input)."""
-    from tqdm import tqdm
-
     from lcam.explain.inputs import InputError, collect_inputs
+    from lcam.explain.stream import progress_bar
 
     if OmegaConf.is_missing(cfg, "inputs") or cfg.get("inputs") in (None, "", []):
         raise InputError("No inputs: give inputs=path (an image file, a folder, a glob such as 'photos/*.jpg', or demo)")
@@ -101,7 +100,7 @@ def run_detection_explain(cfg: DictConfig) -> dict[str, Any]:
     csv_every = max(1, int(cfg.get("csv_every", 20)))
     n_ok = n_failed = n_maps = 0
     t0 = time.perf_counter()
-    bar = tqdm(total=len(items), unit="img", desc="drise", disable=not bool(cfg.get("progress", True)), dynamic_ncols=True)
+    bar = progress_bar(len(items), "drise", bool(cfg.get("progress", True)), delay=0.0)
     try:
         for k, (item, result, error) in enumerate(iter_explanations(detector, items, spec, drise, cfg.get("max_size", 640)), 1):
             if result is None:

@@ -13,6 +13,7 @@ appears only for calls that last more than ``delay`` seconds.
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -65,11 +66,21 @@ class Batch:
     failed: list[tuple[InputItem, str]] = field(default_factory=list)
 
 
+#: seconds between progress lines when stderr is not a terminal
+LOG_REFRESH_S = 30.0
+
+
 def progress_bar(total: int, desc: str, enabled: bool | None = True, delay: float = PROGRESS_DELAY_S) -> Any:
-    """A tqdm bar over ``total`` images with rate and ETA (``enabled=False``: silent)."""
+    """A tqdm bar over ``total`` images with rate and ETA (``enabled=False``: silent).
+
+    On a terminal it redraws every 0.1 s; when stderr is a file (a cluster job's log) every
+    :data:`LOG_REFRESH_S` seconds, so a long run's log stays a few lines per method.
+    """
     from tqdm.auto import tqdm
 
+    interactive = bool(getattr(sys.stderr, "isatty", lambda: False)())
     return tqdm(total=total, desc=desc, unit="img", disable=enabled is False, delay=delay, dynamic_ncols=True,
+                mininterval=0.1 if interactive else LOG_REFRESH_S,
                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} img [{elapsed}<{remaining}, {rate_fmt}]")
 
 
