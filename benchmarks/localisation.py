@@ -72,9 +72,12 @@ def centre_maps(b: int, h: int, w: int, sigma: float = 0.25) -> torch.Tensor:
     return (g / g.max()).expand(b, h, w).clone()
 
 
-def run(key: str, data: Any, model: Any, target: str, batch: int, box_only: bool = False) -> dict[str, Any]:
+def run(key: str, data: Any, model: Any, target: str, batch: int, box_only: bool = False,
+        settings: dict[str, Any] | None = None) -> dict[str, Any]:
     label = "centre prior" if key == CENTRE else METHODS[key][0]
-    explainer = None if key == CENTRE else build_explainer(METHODS[key][1], model)
+    explainer = None if key == CENTRE else build_explainer({**METHODS[key][1], **(settings or {})}, model)
+    if settings and "n_masks" in settings:
+        label += f" (N = {settings['n_masks']})"
     # box_only: the box columns alone (no zone tests / Win%, which cost 4 forward passes per image)
     loc = MetricCollection([PointingGame(), EnergyPointingGame(), MaskOverlap()]) if box_only else LocalisationMetrics(model)
     pg15 = PointingGame(tolerance=15.0)
@@ -114,7 +117,8 @@ COLUMNS = ("PG", "PG15", "EPG", "IoU", "Dice", "ZoneKeep", "ZoneDrop")
 
 def report(out_dir: Path, title: str) -> str:
     entries = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))]
-    order = [*ONE_PASS, CENTRE]
+    order = ["lcam_img", "lcam_fm", *ONE_PASS, "smoothgradcampp", "scorecam", "scorecam_prob", "sscam1", "sscam2", "rise",
+             CENTRE]
     entries.sort(key=lambda e: order.index(e["key"]) if e["key"] in order else 99)
     if not entries:
         raise SystemExit(f"No results under {out_dir}; run the methods first")
@@ -137,7 +141,7 @@ def report(out_dir: Path, title: str) -> str:
         for i, n in enumerate(names):
             lines.append(f"| {n} | " + " | ".join("–" if i == j else f"{float(table[i, j]):.1f}" for j in range(len(names))) + " |")
     walls = ", ".join(f"{e['label']} {e['wall_s']:.0f} s" for e in entries)
-    lines += ["", f"Wall time per method (whole pass, 1 CPU thread, nice 10): {walls}."]
+    lines += ["", f"Wall time per method (whole pass incl. the metrics' passes, {e0.get('threads', 1)} CPU thread(s)): {walls}."]
     return "\n".join(lines) + "\n"
 
 
@@ -152,6 +156,9 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="suffix of the results folder and table (e.g. _top1)")
     ap.add_argument("--box-only", action="store_true", help="only the box columns (PG, PG15, EPG, IoU, Dice): no zone tests, no Win%%")
     ap.add_argument("--report", action="store_true", help="only assemble the table from the saved results")
+    ap.add_argument("--ckpt", nargs="+", default=[], metavar="KEY=PATH",
+                    help="L-CAM checkpoints for lcam_img / lcam_fm (trained on this backbone), e.g. lcam_img=last.ckpt")
+    ap.add_argument("--n-masks", type=int, default=None, help="RISE masks (default: the paper's 4000)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     tag = args.tag or ("" if args.target == "label" and not args.no_crop else
@@ -165,8 +172,17 @@ def main() -> None:
         data, boxed = dataset(not args.no_crop, args.subset)
         print(f"boxes: {boxed.counts()}")
         model = build_backbone("tf_efficientnet_lite0")
+        ckpts = dict(item.split("=", 1) for item in args.ckpt)
         for key in args.methods:
-            entry = run(key, data, model, args.target, args.batch, args.box_only)
+            settings: dict[str, Any] = {}
+            if key.startswith("lcam"):
+                if key not in ckpts:
+                    raise SystemExit(f"{key} needs --ckpt {key}=/path/to/last.ckpt")
+                settings["ckpt_path"] = ckpts[key]
+            if key == "rise" and args.n_masks:
+                settings["n_masks"] = args.n_masks
+            entry = run(key, data, model, args.target, args.batch, args.box_only, settings)
+            entry["threads"] = args.threads
             (out_dir / f"{key}.json").write_text(json.dumps(entry))
     text = report(out_dir, title)
     (RESULTS / f"localisation{tag}.md").write_text(text)

@@ -12,6 +12,7 @@ import torch
 from lcam.detection.base import Detections, postprocess, top_score_vectors
 from lcam.detection.darknet import YOLOV3_TINY_CFG, DarknetNet, MaxPoolDarknet, YOLOv3Tiny, parse_cfg
 from lcam.detection.weights import DetectorWeightsError, yolov3_tiny_files
+from lcam.io import InputError
 
 
 
@@ -128,10 +129,12 @@ def test_detections_postprocess_and_vectors():
 def test_class_index_errors():
     model = YOLOv3Tiny(weights="none")
     assert model.class_index("person") == 0 and model.class_index(" Cat ") == 15 and model.class_index("2") == 2
-    with pytest.raises(ValueError, match=r"valid ids are 0\.\.79"):
+    with pytest.raises(InputError, match=r"^Detector yolov3_tiny: Class id 80 out of range: valid class ids are 0\.\.79$"):
         model.class_index(80)
-    with pytest.raises(ValueError, match=r"\[0, 79\]"):
+    with pytest.raises(InputError, match=r"Unknown class name 'unicorn'; give a class id 0\.\.79"):
         model.class_index("unicorn")
+    with pytest.raises(InputError, match=r"did you mean 'person'"):
+        model.class_index("persn")
     with pytest.raises(ValueError, match="multiple of 32"):
         YOLOv3Tiny(weights="none", input_size=100)
 

@@ -14,6 +14,7 @@ from lcam.detection.cli import run_detection_explain
 from lcam.detection.darknet import YOLOv3Tiny
 from lcam.detection.groundtruth import read_ground_truth
 from lcam.detection.synthetic import BrightSquareDetector, squares_image
+from lcam.explainers.targets import Box
 
 FAST = {"name": "yolov3_tiny", "input_size": 160, "score_threshold": 0.3}
 
@@ -62,7 +63,7 @@ def test_cli_targets_boxes_in_file_pixels_and_bad_targets(photos, tmp_path):
     assert len(rows) == 1 and [float(rows[0][k]) for k in ("x1", "y1", "x2", "y2")] == [10, 20, 100, 240]
     with pytest.raises(ValueError, match=r"outside the image: x in \[0, 256\], y in \[0, 256\]"):
         run_detection_explain(_cfg(photos / "camera.png", tmp_path, targets=[[10, 20, 300, 240]]))
-    with pytest.raises(ValueError, match=r"valid ids are 0\.\.79"):
+    with pytest.raises(ValueError, match=r"valid class ids are 0\.\.79"):
         run_detection_explain(_cfg(photos / "camera.png", tmp_path, targets=80))
 
 
@@ -104,7 +105,10 @@ def test_parse_targets_forms():
     assert parse_targets(0.3, det).score == 0.3 and parse_targets("person", det).class_id == 0
     spec = parse_targets({"score": 0.2, "class": 16}, det)
     assert spec.score == 0.2 and spec.class_id == 16
-    assert parse_targets([1, 2, 3, 4], det).boxes == [([1.0, 2.0, 3.0, 4.0], None)]
+    assert parse_targets([1, 2, 3, 4], det).boxes == [Box(1.0, 2.0, 3.0, 4.0, None)]
+    # the shared Box target of lcam.explainers.targets, its class resolved by name
+    assert parse_targets(Box(1, 2, 3, 4, "dog"), det).boxes == [Box(1.0, 2.0, 3.0, 4.0, 16)]
+    assert parse_targets([[1, 2, 3, 4, "dog"]], det).boxes == parse_targets([Box(1, 2, 3, 4, 16)], det).boxes
     with pytest.raises(ValueError, match="x1 < x2"):
         parse_targets([[5, 2, 3, 4]], det)
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['klass'\]"):
@@ -134,7 +138,7 @@ def test_ground_truth_file(tmp_path):
     with pytest.raises(ValueError, match=r"gt.txt:1: box .* needs x1 < x2"):
         read_ground_truth(f, det)
     f.write_text("camera 1 2 3 4 unicorn\n")
-    with pytest.raises(ValueError, match=r"gt.txt:1: Unknown class 'unicorn'"):
+    with pytest.raises(ValueError, match=r"gt.txt:1: Detector yolov3_tiny: Unknown class name 'unicorn'"):
         read_ground_truth(f, det)
 
 

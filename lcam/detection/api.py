@@ -16,7 +16,11 @@ or a ``(B, 3, H, W)`` tensor in [0, 1]. ``targets`` selects what is explained pe
 * a mapping ``{"score": 0.3, "class": "person"}``: both conditions;
 * explicit boxes ``[[x1, y1, x2, y2], [x1, y1, x2, y2, "dog"], ...]`` in the file's pixels (with
   no class, the class vector of the best-overlapping proposal is used; with one, a one-hot vector,
-  which is how a missed ground-truth object is explained).
+  which is how a missed ground-truth object is explained), or :class:`lcam.explainers.targets.Box`
+  objects, the box target of the project's one target parser.
+
+Classes (ids and names, their range and the closest-name hints) are resolved by that parser's
+:class:`~lcam.explainers.targets.ClassSpace` (:meth:`Detector.class_index`).
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ from lcam.detection.drise import DRISE, drise_similarity
 from lcam.detection.metrics import energy_in_box
 from lcam.detection.registry import build_detector
 from lcam.explain.inputs import InputError, InputItem, collect_inputs
+from lcam.explainers.targets import Box
 from lcam.io import load_image
 
 COLUMNS = ["file", "detection", "class_id", "class_name", "score", "x1", "y1", "x2", "y2", "energy_in_box", "status"]
@@ -141,7 +146,14 @@ class TargetSpec:
 
     score: float | None = None
     class_id: int | None = None
-    boxes: list[tuple[list[float], int | None]] | None = None
+    boxes: list[Box] | None = None  # corners in pixels of the file; label: class id or None
+
+
+def box_target(xyxy: Sequence[float], label: Any, detector: Detector) -> Box:
+    """A :class:`~lcam.explainers.targets.Box` (the shared box target) with its class checked."""
+    if not (xyxy[0] < xyxy[2] and xyxy[1] < xyxy[3]):
+        raise ValueError(f"targets: box {list(xyxy)} needs x1 < x2 and y1 < y2")
+    return Box(*(float(v) for v in xyxy), None if label is None else detector.class_index(label))
 
 
 def parse_targets(targets: Any, detector: Detector) -> TargetSpec:
@@ -156,6 +168,10 @@ def parse_targets(targets: Any, detector: Detector) -> TargetSpec:
         return TargetSpec(score=float(targets))
     if isinstance(targets, (int, str)):
         return TargetSpec(class_id=detector.class_index(targets))
+    if isinstance(targets, Box):
+        return TargetSpec(boxes=[box_target([targets.x1, targets.y1, targets.x2, targets.y2], targets.label, detector)])
+    if isinstance(targets, Sequence) and targets and all(isinstance(b, Box) for b in targets):
+        return TargetSpec(boxes=[box_target([b.x1, b.y1, b.x2, b.y2], b.label, detector) for b in targets])
     if isinstance(targets, Mapping):
         bad = sorted(set(targets) - {"score", "class"})
         if bad:
@@ -171,10 +187,7 @@ def parse_targets(targets: Any, detector: Detector) -> TargetSpec:
         for b in targets:
             if len(b) not in (4, 5):
                 raise ValueError(f"targets: a box is [x1, y1, x2, y2] or [x1, y1, x2, y2, class], got {list(b)}")
-            xyxy = [float(v) for v in b[:4]]
-            if not (xyxy[0] < xyxy[2] and xyxy[1] < xyxy[3]):
-                raise ValueError(f"targets: box {xyxy} needs x1 < x2 and y1 < y2")
-            boxes.append((xyxy, detector.class_index(b[4]) if len(b) == 5 else None))
+            boxes.append(box_target([float(v) for v in b[:4]], b[4] if len(b) == 5 else None, detector))
         return TargetSpec(boxes=boxes)
     raise ValueError(f"targets={targets!r}: give a score (0.3), a class (id or name), {{score:..., class:...}} or boxes [[x1,y1,x2,y2(,class)]]")
 
@@ -187,7 +200,8 @@ def select_targets(spec: TargetSpec, detector: Detector, proposals: Detections, 
         sx, sy = scale
         fw, fh = w * sx, h * sy
         boxes, vecs = [], []
-        for xyxy, cls in spec.boxes:
+        for target in spec.boxes:
+            xyxy, cls = [target.x1, target.y1, target.x2, target.y2], target.label
             if xyxy[0] < 0 or xyxy[1] < 0 or xyxy[2] > fw + 1e-6 or xyxy[3] > fh + 1e-6:
                 raise ValueError(f"targets: box {xyxy} lies outside the image: x in [0, {fw:g}], y in [0, {fh:g}]")
             box = torch.tensor([xyxy[0] / sx, xyxy[1] / sy, xyxy[2] / sx, xyxy[3] / sy], device=proposals.boxes.device)

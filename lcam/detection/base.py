@@ -153,17 +153,16 @@ class Detector(nn.Module):
         return self.detect(images)
 
     def class_index(self, ref: int | str) -> int:
-        """A class id or name -> its column; a one-line error naming the valid range otherwise."""
-        if isinstance(ref, str) and not ref.strip().lstrip("-").isdigit():
-            names = {n.lower(): i for i, n in enumerate(self.class_names)}
-            if ref.strip().lower() not in names:
-                raise ValueError(f"Unknown class {ref!r} for detector {self.name}: give a class id in "
-                                 f"[0, {self.num_classes - 1}] or a name such as {self.class_names[self.first_class]!r}")
-            return names[ref.strip().lower()]
-        idx = int(ref)
-        if not 0 <= idx < self.num_classes:
-            raise ValueError(f"Class id {idx} is out of range for detector {self.name}: valid ids are 0..{self.num_classes - 1}")
-        return idx
+        """A class id or name -> its column, by the project's one class parser
+        (:meth:`lcam.explainers.targets.ClassSpace.index`); a one-line error naming the valid range
+        (or the closest names) otherwise."""
+        from lcam.explainers.targets import ClassSpace
+        from lcam.io import InputError
+
+        try:
+            return ClassSpace(self.num_classes, list(self.class_names)).index(ref)
+        except InputError as err:
+            raise InputError(f"Detector {self.name}: {err}") from None
 
     @property
     def first_class(self) -> int:

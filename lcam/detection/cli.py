@@ -34,6 +34,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from lcam.detection.analysis import AverageMap, match_detections
 from lcam.detection.api import COLUMNS, TargetSpec, explain_one, iter_explanations, make_drise, parse_targets
 from lcam.detection.registry import build_detector
+from lcam.explainers.targets import Box
 from lcam.io import atomic_write, save_image_atomic, write_csv_atomic
 
 log = logging.getLogger("lcam.detection")
@@ -155,8 +156,8 @@ def _ground_truth_analysis(gt: Any, detector: Any, drise: Any, item: Any, result
     if not missed:
         return []
     sx, sy = result.scale
-    spec = TargetSpec(boxes=[([float(v) for v in (gboxes[j] * torch.tensor([sx, sy, sx, sy])).tolist()],
-                              int(glabels[j]) if glabels[j] >= 0 else None) for j in missed])
+    spec = TargetSpec(boxes=[Box(*(float(v) for v in (gboxes[j] * torch.tensor([sx, sy, sx, sy])).tolist()),
+                                 int(glabels[j]) if glabels[j] >= 0 else None) for j in missed])
     found = explain_one(detector, drise, spec, item, result.image, result.scale)
     extra = found.records()
     for k, row in enumerate(extra):
