@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lcam.allocator import tune_cpu_allocator
 from lcam.data.classes import wnid_to_index
 from lcam.summaries import summarise
 
@@ -46,7 +45,6 @@ def main() -> None:
     ap.add_argument("--backbones", nargs="+", default=list(BACKBONES))
     ap.add_argument("--classes", nargs="+", default=list(CLASSES))
     args = ap.parse_args()
-    tune_cpu_allocator()
     rows, overviews = [], []
     for backbone in args.backbones:
         for wnid in args.classes:
