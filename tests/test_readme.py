@@ -1,4 +1,4 @@
-"""Every ``python train.py`` / ``python evaluate.py`` / ``python -m lcam.explain`` command of README.md
+"""Every ``python train.py`` / ``python evaluate.py`` / ``python -m lcam.explain`` / ``python -m lcam.summaries`` command of README.md
 composes (what ``--cfg job`` does), with its placeholders replaced by real local paths, so a
 wrong key, group or override syntax in the README fails here. Python snippets of the README
 compile and use only names they define.
@@ -25,7 +25,8 @@ from lcam.cli_args import expand_home
 from tests.helpers import CONF_DIR
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-ENTRY_POINTS = {("train.py",): "train", ("evaluate.py",): "evaluate", ("-m", "lcam.explain"): "explain"}
+ENTRY_POINTS = {("train.py",): "train", ("evaluate.py",): "evaluate", ("-m", "lcam.explain"): "explain",
+                ("-m", "lcam.summaries"): "summaries"}
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def readme_commands(text: str) -> list[Command]:
                 found.append(cmd)
         else:
             for span in re.findall(r"`([^`]+)`", line):
-                if span.startswith(("python train.py", "python evaluate.py", "python -m lcam.explain")):
+                if span.startswith(("python train.py", "python evaluate.py", "python -m lcam.explain", "python -m lcam.summaries")):
                     found.append(_parse(span, i + 1))
         i += 1
     return found
@@ -133,7 +134,7 @@ COMMANDS = readme_commands(README.read_text())
 
 
 def test_readme_has_commands_for_every_entry_point():
-    assert {c.config for c in COMMANDS} == {"train", "evaluate", "explain"}
+    assert {c.config for c in COMMANDS} == {"train", "evaluate", "explain", "summaries"}
     assert len(COMMANDS) >= 20
 
 
