@@ -27,7 +27,8 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from torchvision import transforms as T
 
-from benchmarks.leaderboard import METHODS, pick
+from benchmarks.leaderboard import METHODS as LEADERBOARD_METHODS
+from benchmarks.leaderboard import pick
 from lcam.backbones import build_backbone
 from lcam.data.boxes import BoxedDataset
 from lcam.data.datasets import ImageListDataset, read_list_file
@@ -50,6 +51,8 @@ DATA = ROOT.parent / "shared" / "data" / "imagenet-val-1300"
 RESULTS = ROOT / "benchmarks" / "results"
 ONE_PASS = ("gradcam", "gradcampp", "xgradcam", "guidedcam")
 CENTRE = "centre"
+#: the leaderboard's methods and the crisp mask (the paper's 300 + 150 steps)
+METHODS = {**LEADERBOARD_METHODS, "crisp": ("crisp mask", {"name": "crisp"})}
 
 
 def dataset(crop: bool, subset: int | None) -> tuple[Any, BoxedDataset]:
@@ -118,7 +121,7 @@ COLUMNS = ("PG", "PG15", "EPG", "IoU", "Dice", "ZoneKeep", "ZoneDrop")
 def report(out_dir: Path, title: str) -> str:
     entries = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))]
     order = ["lcam_img", "lcam_fm", *ONE_PASS, "smoothgradcampp", "scorecam", "scorecam_prob", "sscam1", "sscam2", "rise",
-             CENTRE]
+             "crisp", CENTRE]
     entries.sort(key=lambda e: order.index(e["key"]) if e["key"] in order else 99)
     if not entries:
         raise SystemExit(f"No results under {out_dir}; run the methods first")
