@@ -12,7 +12,7 @@ from collections import OrderedDict
 from typing import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 Chain = list[tuple[str, nn.Module]]
 
