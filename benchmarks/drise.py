@@ -60,12 +60,19 @@ def load_image(path: str | None) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(255).unsqueeze(0)
 
 
+def clock(device: str) -> float:
+    """``time.perf_counter()`` after the device's queued work is done (CUDA runs asynchronously)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def setup(args: argparse.Namespace) -> tuple[Any, torch.Tensor, Any]:
     from lcam.detection.darknet import YOLOv3Tiny
 
     torch.set_num_threads(args.threads)
-    det = YOLOv3Tiny(input_size=args.input_size, score_threshold=0.25)
-    image = load_image(args.image)
+    det = YOLOv3Tiny(input_size=args.input_size, score_threshold=0.25).to(args.device)
+    image = load_image(args.image).to(args.device)
     dets = det.detect(image)[0]
     if not len(dets):
         raise SystemExit("no detection on this image: choose another --image")
@@ -94,12 +101,12 @@ def part_time(args: argparse.Namespace) -> dict[str, Any]:
     ours()  # warm-up
     tp, td = [], []
     for _ in range(args.reps):
-        t0 = time.perf_counter()
+        t0 = clock(args.device)
         passes()
-        tp.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
+        tp.append(clock(args.device) - t0)
+        t0 = clock(args.device)
         ours()
-        td.append(time.perf_counter() - t0)
+        td.append(clock(args.device) - t0)
     p, d = statistics.median(tp), statistics.median(td)
     return {"n": args.n_time, "chunk": size, "passes_s": p, "drise_s": d, "ratio": d / p, "per_pass_ms": 1000 * p / args.n_time}
 
@@ -107,7 +114,7 @@ def part_time(args: argparse.Namespace) -> dict[str, Any]:
 def _peak_child(args: argparse.Namespace, which: str, n: int) -> dict[str, Any]:
     """Run one memory measurement in a fresh process (so the peak is its own)."""
     cmd = [sys.executable, "-m", "benchmarks.drise", "--child", which, "--child-n", str(n), "--threads", str(args.threads),
-           "--input-size", str(args.input_size)] + (["--image", args.image] if args.image else []) + \
+           "--input-size", str(args.input_size), "--device", args.device] + (["--image", args.image] if args.image else []) + \
           (["--batch-size", str(args.batch_size)] if args.batch_size else [])
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=os.environ.copy())
     if out.returncode != 0:
@@ -129,15 +136,15 @@ def child(args: argparse.Namespace) -> None:
                      batch_size=args.batch_size)
         warm(image, [target])
         base = _rss_mb()
-        t0 = time.perf_counter()
+        t0 = clock(args.device)
         DRISE(det, n_masks=n, s=16, seed=0, batch_size=args.batch_size)(image, [target])
     else:
         wrapper, record, drise_saliency = peer_setup(det, target)
-        drise_saliency(wrapper, image[0], [record], 2, mask_res=(16, 16))
+        drise_saliency(wrapper, image[0], [record], 2, mask_res=(16, 16), device=args.device)
         base = _rss_mb()
-        t0 = time.perf_counter()
-        drise_saliency(wrapper, image[0], [record], n, mask_res=(16, 16))
-    seconds = time.perf_counter() - t0
+        t0 = clock(args.device)
+        drise_saliency(wrapper, image[0], [record], n, mask_res=(16, 16), device=args.device)
+    seconds = clock(args.device) - t0
     print(json.dumps({"n": n, "base_mb": base, "peak_mb": _rss_mb(), "extra_mb": _rss_mb() - base, "seconds": seconds}))
 
 
@@ -151,7 +158,7 @@ def peer_setup(det: Any, target: Any) -> tuple[Any, Any, Any]:
             x = x.unsqueeze(0) if x.dim() == 3 else x
             return [DetectionRecord(p.boxes, p.objectness, p.probs) for p in det.proposals(x)]
 
-    record = DetectionRecord(target.boxes, torch.ones(1), target.probs)
+    record = DetectionRecord(target.boxes, torch.ones(1, device=target.boxes.device), target.probs)
     return Wrapper(), record, DRISE_saliency
 
 
@@ -162,15 +169,15 @@ def part_peer(args: argparse.Namespace) -> dict[str, Any]:
     wrapper, record, drise_saliency = peer_setup(det, target)
     ours = DRISE(det, n_masks=args.n_peer, s=16, seed=0, batch_size=args.batch_size)
     ours(image, [target])
-    drise_saliency(wrapper, image[0], [record], 2, mask_res=(16, 16))  # warm-up
+    drise_saliency(wrapper, image[0], [record], 2, mask_res=(16, 16), device=args.device)  # warm-up
     to, tm = [], []
     for _ in range(args.reps):
-        t0 = time.perf_counter()
+        t0 = clock(args.device)
         ours(image, [target])
-        to.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        drise_saliency(wrapper, image[0], [record], args.n_peer, mask_res=(16, 16))
-        tm.append(time.perf_counter() - t0)
+        to.append(clock(args.device) - t0)
+        t0 = clock(args.device)
+        drise_saliency(wrapper, image[0], [record], args.n_peer, mask_res=(16, 16), device=args.device)
+        tm.append(clock(args.device) - t0)
     o, m = statistics.median(to), statistics.median(tm)
     return {"n": args.n_peer, "ours_s": o, "peer_s": m, "speedup": m / o}
 
@@ -181,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--image", default=None)
     ap.add_argument("--input-size", type=int, default=416)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:1 (the issue's 5x is a GPU figure)")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--n-time", type=int, default=200)
     ap.add_argument("--n-memory", type=int, nargs="+", default=[1000, 4000])
