@@ -141,7 +141,7 @@ def _load(items: list, resize: int | None, crop: int | None, interpolation: str 
     return keep, torch.stack(xs), bad
 
 
-def _choose_class(probs: torch.Tensor, classes: ClassSpace, target: Any, min_agreement: float, names: list[str]) -> int:
+def _choose_class(probs: torch.Tensor, classes: ClassSpace, target: Any, min_agreement: float) -> int:
     """The summarised class: ``target`` (id or name), else the majority top-1 (refused below ``min_agreement``)."""
     if target is not None:
         return classes.index(target)
@@ -198,7 +198,7 @@ def summarise(inputs: Images, model: Any = "efficientnet_lite0", output_dir: str
         classes = ClassSpace.of(backbone.num_classes, backbone.class_names)
         with torch.no_grad():
             probs = torch.cat([backbone(images[i:i + 32]).softmax(1) for i in range(0, len(images), 32)])
-        cls = _choose_class(probs, classes, target, s.min_agreement, names)
+        cls = _choose_class(probs, classes, target, s.min_agreement)
         class_name = classes.names[cls] if classes.names else str(cls)
         spec = backbone.spec.to_dict() if backbone.spec is not None else {"model": type(backbone.model).__name__}
         cache = MaskCache(out / "masks", {"backbone": spec, "class": cls, "size": list(images.shape[-2:]),
