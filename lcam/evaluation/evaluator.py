@@ -78,15 +78,10 @@ class ExplainerEvaluator(pl.LightningModule):
             self._bar = progress_bar(self.progress_total, self.active[0], delay=0.0)
 
     def _advance(self, start: float, images: int) -> Any:
-        bar = self._bar
-        if bar is None:
-            return None
+        """The progress callback of one method on a batch of ``images`` (fraction done -> the bar)."""
+        from lcam.explain.stream import Advance
 
-        def report(fraction: float) -> None:
-            target = start + fraction * images
-            if target > bar.n:
-                bar.update(target - bar.n)
-        return report
+        return Advance(self._bar, start, images) if self._bar is not None else None
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images = batch[0]

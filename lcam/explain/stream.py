@@ -84,14 +84,18 @@ def progress_bar(total: int, desc: str, enabled: bool | None = True, delay: floa
                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total} img [{elapsed}<{remaining}, {rate_fmt}]")
 
 
-class _Advance:
-    """Moves a bar to ``start + done`` as a batch progresses (never backwards)."""
+class Advance:
+    """Moves a bar to ``start + scale * done`` as a batch progresses (never backwards).
 
-    def __init__(self, bar: Any, start: float) -> None:
-        self.bar, self.start = bar, start
+    ``scale = 1``: ``done`` counts images; ``scale = B``: ``done`` is the fraction of a batch of B
+    images (an explainer's progress callback, :meth:`lcam.explainers.base.Explainer.reporting`).
+    """
+
+    def __init__(self, bar: Any, start: float, scale: float = 1.0) -> None:
+        self.bar, self.start, self.scale = bar, start, scale
 
     def __call__(self, done: float) -> None:
-        target = self.start + done
+        target = self.start + self.scale * done
         if target > self.bar.n:
             self.bar.update(target - self.bar.n)
 
@@ -117,8 +121,8 @@ def explain_batches(engine: Engine, source: Source, plans: Sequence[TargetPlan],
         for batch in _batches(engine, source, resize, crop, batch_size, num_workers, bad_files):
             items, positions, x, failed = batch
             start = bar.n
-            results = engine.run(x, plans, items, positions, _Advance(bar, start)) if x is not None else []
-            _Advance(bar, start)(len(items) + len(failed))
+            results = engine.run(x, plans, items, positions, Advance(bar, start)) if x is not None else []
+            Advance(bar, start)(len(items) + len(failed))
             yield Batch(items, positions, x, results, failed)
     finally:
         bar.close()
