@@ -76,6 +76,10 @@ def test_crisp_mask_is_nearly_binary_and_covers_the_square():
     assert saliency[:, LO:HI, LO:HI].mean() > 0.9
     assert explainer.last_drop.min() > 0.9  # the paper's metric: the class is gone
     torch.testing.assert_close(explainer.last_drop, blur_drop(model, images, explainer.last_masks, torch.zeros(2, dtype=torch.long), 3.0, 4))
+    with torch.no_grad():  # the paper's drop by hand: max(0, p(x) - p(Phi(x; m))) / p(x), class 0
+        p = model(images).softmax(1)[:, 0]
+        q = model(perturb(blur_stack(images, 3.0, 4), explainer.last_masks)).softmax(1)[:, 0]
+    torch.testing.assert_close(explainer.last_drop, (p - q).clamp(min=0) / p)
     # batched == one image at a time; images of the caller untouched
     single = build_explainer({"name": "crisp", **SETTINGS}, model)(images[:1])
     torch.testing.assert_close(single, saliency[:1], atol=1e-4, rtol=0)

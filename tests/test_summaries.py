@@ -176,6 +176,22 @@ def test_pipeline_on_real_photos_resumes_without_recomputing_masks(tmp_path):
     masks = sorted((tmp_path / "masks").glob("*.npz"))
     assert len(masks) == len(report.images)
     stamps = [m.stat().st_mtime_ns for m in masks]
+    # each mask stores its image's class-0 probability on the unmodified image, computed independently here
+    import torch
+
+    from lcam.explain.classifier import resolve_classifier
+    from lcam.explain.inputs import collect_inputs
+    from lcam.summaries.masks import MaskCache
+    from lcam.summaries.pipeline import _load
+
+    clf = resolve_classifier("efficientnet_lite0", "cpu").backbone
+    items, images, _ = _load(collect_inputs("demo"), 224, 224, clf.spec.interpolation)
+    with torch.no_grad():
+        expected = clf(images).softmax(1)[:, 0]
+    cache = MaskCache.__new__(MaskCache)
+    cache.folder = tmp_path / "masks"
+    stored = [cache.load(it.name).prob for it in items]
+    np.testing.assert_allclose(stored, expected.numpy(), rtol=1e-4, atol=1e-6)
     saved = json.loads((tmp_path / "summaries.json").read_text())
     assert saved["n_summaries"] == report.n_summaries and saved["class_id"] == 0
     assert (tmp_path / "summaries.csv").read_text().startswith("summary,part,file,x1,y1,x2,y2,region,exemplar,summary_ssim")

@@ -86,9 +86,15 @@ def total_variation(m: Tensor, beta: float) -> Tensor:
 def blur_drop(model: FrozenClassifier, images: Tensor, masks: Tensor, targets: Tensor, sigma0: float = 10.0,
               levels: int = 11) -> Tensor:
     """``(B,)`` relative drop ``max(0, p(x) - p(Phi(x; m))) / p(x)`` of the target's probability (paper's metric)."""
-    probs = model(torch.cat([images, perturb(blur_stack(images, sigma0, levels), masks)])).softmax(1)
+    return relative_drop(model(images), model(perturb(blur_stack(images, sigma0, levels), masks)), targets)
+
+
+def relative_drop(logits: Tensor, perturbed_logits: Tensor, targets: Tensor) -> Tensor:
+    """``(B,)`` ``max(0, p - p') / p`` of class ``targets`` ``(B,)`` from the logits ``(B, C)`` of
+    the images and of their perturbed copies."""
     t = targets.view(-1, 1)
-    y, o = probs[: images.shape[0]].gather(1, t).squeeze(1), probs[images.shape[0]:].gather(1, t).squeeze(1)
+    y = logits.softmax(1).gather(1, t).squeeze(1)
+    o = perturbed_logits.softmax(1).gather(1, t).squeeze(1)
     return (y - o).clamp(min=0) / y.clamp(min=1e-12)
 
 
@@ -142,7 +148,8 @@ class CrispMask(Explainer):
     def explain(self, images: Tensor, targets: Targets) -> Tensor:
         b, _, h, w = images.shape
         with torch.no_grad():
-            targets = self.targets_for(targets, images, self.model(images))
+            logits = self.model(images)  # the targets' range, and p(x) of the drop below
+            targets = self.targets_for(targets, images, logits)
             stack = blur_stack(images.detach(), self.sigma0, self.blur_levels)
         grid = (max(1, math.ceil(h / self.mask_scale)), max(1, math.ceil(w / self.mask_scale)))
         with torch.inference_mode(False), torch.enable_grad():
@@ -165,6 +172,7 @@ class CrispMask(Explainer):
                 self.last_phase_grids.append(m.detach().clone())
             masks = F.interpolate(m.detach().unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False).squeeze(1)
         self.last_masks, self.last_grid = masks, m.detach()
-        self.last_drop = blur_drop(self.model, images, masks, targets, self.sigma0, self.blur_levels)
+        with torch.no_grad():  # the paper's metric, on the blur stack and the pass already made
+            self.last_drop = relative_drop(logits, self.model(perturb(stack, masks)), targets)
         self.last_forward_passes = sum(s for s, *_ in self.schedule())
         return 1.0 - masks

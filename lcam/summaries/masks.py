@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from lcam.io import InputError, atomic_write
@@ -85,7 +84,7 @@ class MaskCache:
             np.savez(f, mask=result.mask.astype(np.float16), target=result.target, prob=result.prob, drop=result.drop)
 
 
-def crisp_masks(explainer: Any, images: Tensor, names: Sequence[str], targets: Tensor, cache: MaskCache,
+def crisp_masks(explainer: Any, images: Tensor, names: Sequence[str], targets: Tensor, probs: Tensor, cache: MaskCache,
                 batch_size: int = 8, report: Callable[[int], None] | None = None) -> list[CrispResult]:
     """Crisp masks for ``images`` ``(N, 3, H, W)`` in [0, 1], computing only those not in ``cache``.
 
@@ -93,6 +92,7 @@ def crisp_masks(explainer: Any, images: Tensor, names: Sequence[str], targets: T
         explainer: a :class:`~lcam.explainers.crisp.CrispMask` on the classifier.
         names: ``N`` unique input names (cache keys).
         targets: ``(N,)`` class ids.
+        probs: ``(N,)`` each target's probability on its unmodified image (stored with the mask).
         batch_size: images optimised together.
         report: called with the number of images finished (cached ones count at once).
 
@@ -105,13 +105,10 @@ def crisp_masks(explainer: Any, images: Tensor, names: Sequence[str], targets: T
         report(len(names) - len(todo))
     for start in range(0, len(todo), max(1, int(batch_size))):
         idx = todo[start:start + max(1, int(batch_size))]
-        x = images[idx]
         t = targets[idx]
-        with torch.no_grad():
-            probs = explainer.model(x).softmax(1).gather(1, t.view(-1, 1)).squeeze(1)
-        explainer(x, t)
+        explainer(images[idx], t)
         for j, i in enumerate(idx):
-            res = CrispResult(explainer.last_masks[j].float().cpu().numpy(), int(t[j]), float(probs[j]),
+            res = CrispResult(explainer.last_masks[j].float().cpu().numpy(), int(t[j]), float(probs[i]),
                               float(explainer.last_drop[j]))
             cache.save(names[i], res)
             out[i] = res

@@ -208,8 +208,8 @@ def summarise(inputs: Images, model: Any = "efficientnet_lite0", output_dir: str
         t = time.perf_counter()
         bar = progress_bar(len(keep), f"crisp masks ({class_name})", progress, delay=0.0)
         try:
-            results = crisp_masks(explainer, images, names, torch.full((len(keep),), cls, device=dev), cache,
-                                  batch_size, report=bar.update)
+            results = crisp_masks(explainer, images, names, torch.full((len(keep),), cls, device=dev), probs[:, cls],
+                                  cache, batch_size, report=bar.update)
         finally:
             bar.close()
         seconds["masks"] = time.perf_counter() - t
