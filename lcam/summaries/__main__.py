@@ -5,7 +5,6 @@ settings, ...) with one ``error: ...`` line; ``LCAM_TRACEBACK=1`` shows the trac
 """
 from __future__ import annotations
 
-import os
 import sys
 
 import hydra
@@ -19,34 +18,36 @@ def _plain(value: object) -> object:
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
-def run(cfg: DictConfig) -> int:
-    """Run the pipeline from a composed config; returns the exit status."""
-    from lcam.explain.cli import user_errors
+def run(cfg: DictConfig) -> dict[str, object]:
+    """Run the pipeline from a composed config and print what it found; returns the run summary
+    (``explained``, ``failed``, ``csv``) that :func:`lcam.explain.cli.run_for_status` reads."""
     from lcam.summaries.pipeline import summarise
 
-    try:
-        if OmegaConf.is_missing(cfg, "inputs"):
-            raise ValueError("inputs=<folder of images of one class> is required")
-        report = summarise(_plain(cfg.inputs), OmegaConf.to_container(cfg.backbone, resolve=True),
-                           cfg.output_dir, cfg.target, OmegaConf.to_container(cfg.settings, resolve=True),
-                           cfg.device, cfg.resize, cfg.crop, cfg.batch_size, cfg.seed, cfg.progress)
-    except user_errors() as err:
-        if os.environ.get("LCAM_TRACEBACK") == "1":
-            raise
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
-        return 2
+    if OmegaConf.is_missing(cfg, "inputs"):
+        raise ValueError("inputs=<folder of images of one class> is required")
+    report = summarise(_plain(cfg.inputs), OmegaConf.to_container(cfg.backbone, resolve=True),
+                       cfg.output_dir, cfg.target, OmegaConf.to_container(cfg.settings, resolve=True),
+                       cfg.device, cfg.resize, cfg.crop, cfg.batch_size, cfg.seed, cfg.progress)
     took = sum(report.seconds.values())
     print(f"{report.class_name}: {report.n_summaries} summaries from {len(report.images)} images "
           f"({report.n_parts} parts, {report.n_clusters} clusters; crisp drop {report.mean_drop:.1%}; {took:.0f} s) "
           f"-> {report.output_dir}")
     if report.skipped:
         print(f"skipped {len(report.skipped)} unreadable file(s): " + ", ".join(f for f, _ in report.skipped))
-    return 0
+    return {"explained": len(report.images), "failed": len(report.skipped), "csv": f"{report.output_dir}/summaries.csv"}
+
+
+def exit_status(cfg: DictConfig) -> int:
+    """0 on success, 2 on bad input (one ``error: ...`` line), as the other commands
+    (:func:`lcam.explain.cli.run_for_status`)."""
+    from lcam.explain.cli import run_for_status, user_errors
+
+    return run_for_status(run, cfg, user_errors())
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="summaries")
 def main(cfg: DictConfig) -> None:
-    status = run(cfg)
+    status = exit_status(cfg)
     if status:
         sys.exit(status)
 
