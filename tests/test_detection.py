@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lcam.detection.base import Detections, postprocess, top_score_vectors
-from lcam.detection.darknet import YOLOV3_TINY_CFG, DarknetNet, MaxPoolDarknet, YOLOv3Tiny, parse_cfg
+from lcam.detection.darknet import YOLOV3_TINY_CFG, DarknetNet, MaxPoolDarknet, YOLOv3Tiny, opencv_darknet_outputs, parse_cfg
 from lcam.detection.weights import DetectorWeightsError, yolov3_tiny_files
 from lcam.io import InputError
 
@@ -80,14 +80,10 @@ def test_yolov3_tiny_finds_the_cameraman(yolo):
 
 
 def test_yolov3_tiny_matches_opencv_darknet_reader(yolo):
-    import cv2  # opencv-contrib-python-headless<5 (requirements.txt): OpenCV 5 dropped the darknet reader
-
-    files = yolov3_tiny_files()
-    net = cv2.dnn.readNetFromDarknet(str(files["cfg"]), str(files["weights"]))
+    # opencv-contrib-python-headless<5 (requirements.txt): OpenCV 5 dropped the darknet reader
     model = YOLOv3Tiny(score_threshold=0.25)  # 416 px, as the cfg
     x = model.prepare(camera_photo())
-    net.setInput(x.numpy())
-    theirs = np.concatenate(net.forward(net.getUnconnectedOutLayersNames()))  # (2535, 85): box, objectness, ...
+    theirs = opencv_darknet_outputs(x)  # (2535, 85): box, objectness, ...
     boxes, obj, _ = model.net(x)
     assert np.abs(theirs[:, :4] - boxes[0].numpy()).max() < 4e-5
     assert np.abs(theirs[:, 4] - obj[0].numpy()).max() < 4e-5

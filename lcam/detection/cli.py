@@ -33,7 +33,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lcam.detection.analysis import AverageMap, match_detections
 from lcam.detection.api import COLUMNS, TargetSpec, explain_one, iter_explanations, make_drise, parse_targets
-from lcam.detection.registry import build_detector
+from lcam.detection.registry import build_detector, require_detector_features
 from lcam.explainers.targets import Box
 from lcam.io import atomic_write, save_image_atomic, write_csv_atomic
 
@@ -82,6 +82,7 @@ def run_detection_explain(cfg: DictConfig) -> dict[str, Any]:
     method = cfg.get("method")
     if method not in (None, "drise"):
         raise InputError(f"method={method}: detectors are explained with D-RISE; use method=drise or leave it out")
+    require_detector_features(_plain(cfg.detector))  # a shadowed / missing optional dependency: fail now
     out = Path(str(cfg.paths.output_dir))
     settings = {**DEFAULT_SETTINGS, **(_plain(cfg.get("settings")) or {})}
     items = collect_inputs(_plain(cfg.inputs), exclude=[out])
@@ -190,5 +191,7 @@ def exit_status(cfg: DictConfig) -> int:
     from lcam.detection.weights import DetectorWeightsError
     from lcam.explain.cli import run_for_status
     from lcam.explain.inputs import InputError
+    from lcam.optional import MissingDependency
 
-    return run_for_status(run_detection_explain, cfg, (InputError, DetectorWeightsError, FileNotFoundError, ValueError))
+    return run_for_status(run_detection_explain, cfg, (InputError, DetectorWeightsError, FileNotFoundError, ValueError,
+                                                       MissingDependency))

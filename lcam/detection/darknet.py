@@ -221,6 +221,30 @@ def read_class_names(path: str | os.PathLike) -> list[str]:
     return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+def opencv_darknet_outputs(x: Tensor, cfg: str | os.PathLike | None = None,
+                           weights: str | os.PathLike | None = None) -> np.ndarray:
+    """OpenCV's darknet reader (``cv2.dnn.readNetFromDarknet``) on ``x`` ``(B, 3, net_h, net_w)`` in
+    [0, 1] (already resized, as :meth:`YOLOv3Tiny.prepare` gives it): the YOLO heads' outputs
+    ``(B * P, 5 + C)`` (box cx, cy, w, h as fractions, objectness, class probabilities), the
+    reference of the parity check. ``cfg`` / ``weights``: the darknet files (default: the official
+    YOLOv3-tiny, :func:`~lcam.detection.weights.yolov3_tiny_files`).
+
+    Raises :class:`lcam.optional.MissingDependency` (naming the pip commands that repair it) when the
+    ``cv2`` Python finds has no darknet reader (OpenCV 5, or another wheel shadowing the contrib build).
+    """
+    from lcam.optional import require
+
+    require("opencv_darknet")
+    import cv2
+
+    if cfg is None or weights is None:
+        files = yolov3_tiny_files(weights)
+        cfg, weights = cfg or files["cfg"], files["weights"]
+    net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
+    net.setInput(x.detach().cpu().numpy())
+    return np.concatenate(net.forward(net.getUnconnectedOutLayersNames()))
+
+
 class YOLOv3Tiny(Detector):
     """YOLOv3-tiny (COCO, 80 classes), official darknet weights, plain PyTorch.
 

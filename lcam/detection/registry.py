@@ -47,6 +47,21 @@ def _registry() -> dict[str, Callable[..., Detector]]:
     return reg
 
 
+#: optional features (:mod:`lcam.optional`) a detector needs beyond torch / torchvision
+DETECTOR_FEATURES: dict[str, tuple[str, ...]] = {"retinaface": ("onnx_to_torch",)}
+
+
+def require_detector_features(spec: str | Mapping[str, Any] | Detector) -> None:
+    """Check, within a second and before anything is loaded, what the detector ``spec`` needs;
+    raises :class:`lcam.optional.MissingDependency` naming the pip commands that repair it."""
+    from lcam.optional import require
+
+    if isinstance(spec, Detector):
+        return
+    name = spec if isinstance(spec, str) else dict(spec).get("name")
+    require(*DETECTOR_FEATURES.get(str(name), ()))
+
+
 def detector_names() -> list[str]:
     """Every name :func:`build_detector` takes."""
     return sorted(_registry())

@@ -1,7 +1,9 @@
 """``python -m lcam.summaries inputs=<folder of one class> output_dir=<dir>`` (config: ``conf/summaries.yaml``).
 
 Exit status 0 on success, 2 on bad input (too few images, mixed classes, masks cached with other
-settings, ...) with one ``error: ...`` line; ``LCAM_TRACEBACK=1`` shows the traceback instead.
+settings, ...) or a missing / shadowed optional dependency (checked first, before any model is
+loaded: :data:`SUMMARY_FEATURES`, :mod:`lcam.optional`, the message names the pip commands that
+repair it) with one ``error: ...`` line; ``LCAM_TRACEBACK=1`` shows the traceback instead.
 """
 from __future__ import annotations
 
@@ -18,9 +20,19 @@ def _plain(value: object) -> object:
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
+#: what the pipeline needs beyond the requirements of every command: selective search (OpenCV
+#: contrib), HOG / SSIM (scikit-image), Affinity Propagation (scikit-learn)
+SUMMARY_FEATURES = ("selective_search", "scikit_image", "scikit_learn")
+
+
 def run(cfg: DictConfig) -> dict[str, object]:
     """Run the pipeline from a composed config and print what it found; returns the run summary
-    (``explained``, ``failed``, ``csv``) that :func:`lcam.explain.cli.run_for_status` reads."""
+    (``explained``, ``failed``, ``csv``) that :func:`lcam.explain.cli.run_for_status` reads.
+    Raises :class:`lcam.optional.MissingDependency` first (within a second) when a feature the
+    pipeline needs is missing or shadowed."""
+    from lcam.optional import require
+
+    require(*SUMMARY_FEATURES)  # before the minutes of crisp masks
     from lcam.summaries.pipeline import summarise
 
     if OmegaConf.is_missing(cfg, "inputs"):
@@ -41,8 +53,9 @@ def exit_status(cfg: DictConfig) -> int:
     """0 on success, 2 on bad input (one ``error: ...`` line), as the other commands
     (:func:`lcam.explain.cli.run_for_status`)."""
     from lcam.explain.cli import run_for_status, user_errors
+    from lcam.optional import MissingDependency
 
-    return run_for_status(run, cfg, user_errors())
+    return run_for_status(run, cfg, (*user_errors(), MissingDependency))
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="summaries")
