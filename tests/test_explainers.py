@@ -33,11 +33,16 @@ FAST = {
     "sscam2": {"n_samples": 4, "sigma": 0.1},
     "rise": {"n_masks": 200, "s": 4, "batch_size": 100},
     "crisp": {"iterations": 30, "sparse_iterations": 10},
+    "integratedgradients": {"n_steps": 8},
+    "smoothgrad": {"n_samples": 4},
+    "occlusion": {"window": 8, "stride": 4},
 }
 #: the methods these interface tests cover: every registered one but the crisp-mask optimisation,
 #: whose maps (1 - mask, not min-max normalised) need hundreds of steps and whose #FW counts its
 #: steps only; its own contract is tested in tests/test_crisp.py
 INTERFACE = sorted(set(EXPLAINERS) - {"crisp"})
+#: the interface methods whose map depends on the target class (EigenCAM's does not, by design)
+CLASS_DEPENDENT = [n for n in INTERFACE if getattr(EXPLAINERS[n], "class_discriminative", True)]
 DETERMINISTIC = ["gradcam", "gradcampp", "xgradcam", "guidedcam", "scorecam", "rise"]
 
 
@@ -136,7 +141,7 @@ def region_means(maps: Tensor, target: int) -> tuple[Tensor, Tensor, Tensor]:
 
 
 # -- localisation -----------------------------------------------------------------------
-@pytest.mark.parametrize("name", INTERFACE)
+@pytest.mark.parametrize("name", CLASS_DEPENDENT)
 @pytest.mark.parametrize("target", [0, 1])
 def test_maps_concentrate_on_the_region_the_class_depends_on(name, target, toy_region_model, toy_region_images):
     maps = make(name, toy_region_model)(toy_region_images, targets=target)
@@ -318,13 +323,103 @@ def test_scorecam_maps_change_with_the_class(toy_region_model, toy_region_images
 
 
 def test_sscam_without_noise_is_probability_scorecam(toy_model, toy_images):
-    """SS-CAM's weight is the mean CIC (probability), with no softmax over channels."""
+    """SS-CAM's weight is the mean CIC (probability), with no softmax over channels; with
+    ``baseline="none"`` (the authors' code) and no noise it is probability Score-CAM."""
     plain = ScoreCAM(toy_model, weighting="probability")(toy_images)
     for cls in (SSCAM1, SSCAM2):
-        torch.testing.assert_close(cls(toy_model, n_samples=2, sigma=0.0)(toy_images), plain, atol=1e-5, rtol=1e-4)
-        noisy = cls(toy_model, n_samples=2, sigma=1.0)(toy_images)
+        torch.testing.assert_close(cls(toy_model, n_samples=2, sigma=0.0, baseline="none")(toy_images), plain,
+                                   atol=1e-5, rtol=1e-4)
+        noisy = cls(toy_model, n_samples=2, sigma=1.0, baseline="none")(toy_images)
         assert (noisy - plain).abs().max() > 1e-4
     assert (ScoreCAM(toy_model)(toy_images) - plain).abs().max() > 1e-3, "logit softmax must differ"
+
+
+@pytest.mark.parametrize("cls", [SSCAM1, SSCAM2])
+def test_sscam_paper_baseline_subtracts_the_fully_masked_score_and_counts_its_pass(cls, toy_model, toy_images):
+    """``baseline="paper"``: alpha_k = mean p_c(noisy) - p_c(X_b), X_b the substrate; one more pass per image."""
+    targets = torch.tensor([1, 4, 0])
+    none = cls(toy_model, n_samples=2, sigma=0.5, baseline="none", batch_size=5)
+    paper = cls(toy_model, n_samples=2, sigma=0.5, baseline="paper", batch_size=5)
+    acts, _ = paper.activations_and_targets(toy_images, targets)
+    w_none, passes_none = none.channel_weights(toy_images, acts, targets)
+    w_paper, passes_paper = paper.channel_weights(toy_images, acts, targets)
+    with torch.no_grad():
+        base = toy_model(reference_substrate(toy_images, toy_model, "mean")).softmax(1).gather(1, targets.view(-1, 1))
+    torch.testing.assert_close(w_paper, w_none - base, atol=1e-6, rtol=1e-5)
+    assert passes_paper == passes_none + 3
+    maps = paper(toy_images, targets)
+    torch.testing.assert_close(maps, ScoreCAM.weighted_map(w_none - base, acts, (SIZE, SIZE)), atol=1e-5, rtol=1e-4)
+    assert paper.last_forward_passes == pytest.approx(none.last_forward_passes + 1)
+
+
+def test_sscam_baseline_settings_give_different_maps_where_the_baseline_matters():
+    """Protocol: without a softmax over channels the baseline does not cancel. A classifier whose
+    class-0 probability is high on the substrate (a flat image) and lower on the masked images
+    gives weights of one sign with ``none`` and of mixed sign with ``paper``: the maps differ. On
+    a classifier whose substrate score is ~0 the two settings agree."""
+    model = gap_linear_model()
+    image = 0.1 * torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    image[0, 0][REGIONS[0]] = 1.0
+    image[0, 1][REGIONS[1]] = 1.0
+    for cls in (SSCAM1, SSCAM2):
+        settings = {"n_samples": 3, "sigma": 0.1, "substrate": "black"}
+        # class 2 reads nothing: its probability is the same 1/3 - ish for the substrate and every masked image
+        for target in (0, 1):
+            none = cls(model, baseline="none", **settings)(image, target)
+            paper = cls(model, baseline="paper", **settings)(image, target)
+            # a black substrate scores 1/3 for every class (zero logits): the baseline moves every weight by 1/3
+            assert (none - paper).abs().max() > 0.05, (cls.name, target)
+            own, other = REGIONS[target], REGIONS[1 - target]
+            # the paper's CIC removes the class-agnostic part: the other object fades
+            assert paper[0][other].mean() < none[0][other].mean(), (cls.name, target)
+    # a baseline of probability ~0 changes nothing
+    sure = FrozenClassifier(model.feature_extractor, nn.Sequential(model.classifier_head, Shift()), mean=[0, 0, 0], std=[1, 1, 1])
+    for cls in (SSCAM1, SSCAM2):
+        none = cls(sure, baseline="none", n_samples=2, sigma=0.1, substrate="black")(image, 0)
+        paper = cls(sure, baseline="paper", n_samples=2, sigma=0.1, substrate="black")(image, 0)
+        torch.testing.assert_close(paper, none, atol=1e-4, rtol=1e-3)
+
+
+class Shift(nn.Module):
+    """Adds a large logit to class 2 only where the input is flat (the substrate): p_0(X_b) ~ 0."""
+
+    def forward(self, logits: Tensor) -> Tensor:
+        flat = (logits[:, :2].abs().sum(1) < 1e-6).float()
+        return logits + 30.0 * torch.stack([torch.zeros_like(flat), torch.zeros_like(flat), flat], 1)
+
+
+@pytest.mark.parametrize("name", ["sscam1", "sscam2", "smoothgradcampp"])
+def test_noise_does_not_depend_on_the_batch(name, toy_model, toy_images):
+    """An image's map alone equals its map inside a batch of 3 in another order, with another chunk size."""
+    chunk = {} if name == "smoothgradcampp" else {"batch_size": 1}
+    other_chunk = {} if name == "smoothgradcampp" else {"batch_size": 7}
+    settings = {"n_samples": 3, **({"noise_std": 0.3} if name == "smoothgradcampp" else {"sigma": 0.5})}
+    targets = torch.tensor([4, 0, 2])
+    alone = make(name, toy_model, **settings, **chunk)(toy_images[1:2], targets[1:2])
+    order = torch.tensor([2, 1, 0])
+    batch = make(name, toy_model, **settings, **other_chunk)(toy_images[order], targets[order])
+    torch.testing.assert_close(batch[1:2], alone, atol=1e-5, rtol=1e-4)
+    # the noise matters: another seed gives another map
+    reseeded = make(name, toy_model, **settings, **chunk, seed=1)(toy_images[1:2], targets[1:2])
+    assert (reseeded - alone).abs().max() > 1e-4, name
+
+
+def test_sscam_first_samples_equal_a_run_with_fewer_samples(toy_model, toy_images):
+    """Noise keyed by (seed, n, k): the samples of N = 2 are the first two of N = 3."""
+    for cls in (SSCAM1, SSCAM2):
+        two, three = (cls(toy_model, n_samples=n, sigma=0.5, baseline="none") for n in (2, 3))
+        acts, t = two.activations_and_targets(toy_images, None)
+        w2, _ = two.channel_weights(toy_images, acts, t)
+        w3, _ = three.channel_weights(toy_images, acts, t)
+        live = acts.flatten(2).ne(0).any(2)
+        one = cls(toy_model, n_samples=1, sigma=0.5, baseline="none")
+        sub = one.substrate_for(toy_images)
+        pairs = live.nonzero()
+        third = torch.zeros_like(w3)
+        inputs = one.masked_inputs(toy_images[pairs[:, 0]], sub[pairs[:, 0]], acts[pairs[:, 0], pairs[:, 1]], pairs[:, 1], 2)
+        with torch.no_grad():
+            third[pairs[:, 0], pairs[:, 1]] = toy_model(inputs).softmax(1).gather(1, t[pairs[:, 0]].view(-1, 1)).squeeze(1)
+        torch.testing.assert_close(w3, (2 * w2 + third) / 3, atol=1e-6, rtol=1e-5)
 
 
 def test_sscam_noise_goes_on_the_mask_type1_or_the_masked_image_type2(toy_model, toy_images):
@@ -337,18 +432,21 @@ def test_sscam_noise_goes_on_the_mask_type1_or_the_masked_image_type2(toy_model,
     lo, hi = up.flatten(1).min(1).values.view(-1, 1, 1), up.flatten(1).max(1).values.view(-1, 1, 1)
     masks = (up - lo) / (hi - lo)
     normalised = (images - mean) / std
+    gen = torch.Generator().manual_seed(9)
 
     one = SSCAM1(toy_model, sigma=0.3)
-    got = one.masked_inputs(images, mean.expand_as(images), acts, torch.Generator().manual_seed(9))
-    noise = 0.3 * torch.randn(masks.shape, generator=torch.Generator().manual_seed(9))
-    expected = (normalised * (masks + noise).unsqueeze(1)) * std + mean
+    noise = torch.randn(masks.shape, generator=gen)
+    got = one.perturb(images, mean.expand_as(images), masks, noise)
+    expected = (normalised * (masks + 0.3 * noise).unsqueeze(1)) * std + mean
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    assert one.noise_shape(images) == (SIZE, SIZE)
 
     two = SSCAM2(toy_model, sigma=0.3)
-    got = two.masked_inputs(images, mean.expand_as(images), acts, torch.Generator().manual_seed(9))
-    noise = 0.3 * torch.randn(images.shape, generator=torch.Generator().manual_seed(9))
-    expected = (normalised * masks.unsqueeze(1) + noise) * std + mean
+    noise = torch.randn(images.shape, generator=gen)
+    got = two.perturb(images, mean.expand_as(images), masks, noise)
+    expected = (normalised * masks.unsqueeze(1) + 0.3 * noise) * std + mean
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    assert two.noise_shape(images) == (3, SIZE, SIZE)
 
 
 @pytest.mark.parametrize("substrate", ["mean", "black"])
@@ -424,7 +522,7 @@ def test_all_zero_activations_give_zero_maps_not_nan(name, toy_images):
         assert (maps == 0).all()
 
 
-@pytest.mark.parametrize("name", INTERFACE)
+@pytest.mark.parametrize("name", CLASS_DEPENDENT)
 def test_per_sample_targets_and_inference_mode(name, toy_region_model, toy_region_images):
     explainer = make(name, toy_region_model)
     image = toy_region_images[:1].expand(2, -1, -1, -1)
@@ -602,7 +700,8 @@ def test_targets_by_name_and_box_refused(toy_model, toy_images):
 
 def test_registry_builds_from_names_dicts_and_dictconfigs(toy_model):
     assert sorted(EXPLAINERS) == sorted(
-        ["lcam", "gradcam", "gradcampp", "smoothgradcampp", "xgradcam", "guidedcam", "scorecam", "sscam1", "sscam2", "rise", "crisp"]
+        ["lcam", "gradcam", "gradcampp", "smoothgradcampp", "xgradcam", "guidedcam", "scorecam", "sscam1", "sscam2", "rise", "crisp",
+         "hirescam", "layercam", "eigencam", "ablationcam", "integratedgradients", "smoothgrad", "occlusion"]
     )
     assert missing_settings({"name": "lcam"}) == ["ckpt_path"] and missing_settings("rise") == []
     with pytest.raises(ValueError, match="needs a checkpoint"):

@@ -2,7 +2,8 @@
 
 Registry names (``EXPLAINERS``): ``lcam`` (a trained L-CAM head, from ``ckpt_path``), ``gradcam``,
 ``gradcampp``, ``smoothgradcampp``, ``xgradcam``, ``guidedcam`` (guidance-map CAM), ``scorecam``,
-``sscam1``, ``sscam2``, ``rise``. Build one with :func:`build_explainer` from a name or a config
+``sscam1``, ``sscam2``, ``rise``, ``hirescam``, ``layercam``, ``eigencam`` (not class-discriminative),
+``ablationcam``, and through Captum ``integratedgradients``, ``smoothgrad``, ``occlusion``. Build one with :func:`build_explainer` from a name or a config
 mapping with a ``name`` key. A new method registers itself with one line in ``EXPLAINERS``.
 """
 from __future__ import annotations
@@ -24,13 +25,15 @@ from lcam.explainers.gradient import (
     XGradCAM,
 )
 from lcam.explainers.perturbation import SSCAM1, SSCAM2, ScoreCAM
+from lcam.explainers.cams import AblationCAM, EigenCAM, HiResCAM, LayerCAM
+from lcam.explainers.captum_methods import IntegratedGradients, Occlusion, SmoothGrad
 from lcam.explainers.rise import RISE
 from lcam.explainers.targets import Box, ClassSpace, TargetPlan, parse_targets
 
 EXPLAINERS: dict[str, type[Explainer]] = {
     cls.name: cls
     for cls in (LCAMExplainer, GradCAM, GradCAMPlusPlus, SmoothGradCAMPlusPlus, XGradCAM, GuidanceMapCAM, ScoreCAM, SSCAM1,
-                SSCAM2, RISE)
+                SSCAM2, RISE, HiResCAM, LayerCAM, EigenCAM, AblationCAM, IntegratedGradients, SmoothGrad, Occlusion)
 }
 
 
@@ -133,6 +136,13 @@ __all__ = [
     "ScoreCAM",
     "SmoothGradCAMPlusPlus",
     "XGradCAM",
+    "HiResCAM",
+    "LayerCAM",
+    "EigenCAM",
+    "AblationCAM",
+    "IntegratedGradients",
+    "SmoothGrad",
+    "Occlusion",
     "build_explainer",
     "resolve_targets",
 ]
