@@ -44,3 +44,13 @@ __all__ += ["LOCALISATION_COLUMNS", "EnergyPointingGame", "LocalisationMetrics",
 from lcam.metrics.road import ROAD, noisy_linear_impute, removal_masks, road_scores  # noqa: E402
 
 __all__ += ["ROAD", "noisy_linear_impute", "removal_masks", "road_scores"]
+
+from lcam.metrics.complexity import Complexity, Sparseness, gini_index, map_entropy  # noqa: E402
+from lcam.metrics.faithfulness import FaithfulnessCorrelation, random_subsets  # noqa: E402
+from lcam.metrics.randomisation import RandomClassCheck, other_classes  # noqa: E402
+from lcam.metrics.robustness import MaxSensitivity, ball_noise  # noqa: E402
+from lcam.metrics.similarity import average_ranks, hog_similarity, pearson, spearman, ssim_similarity  # noqa: E402
+
+__all__ += ["Complexity", "FaithfulnessCorrelation", "MaxSensitivity", "RandomClassCheck", "Sparseness",
+            "average_ranks", "ball_noise", "gini_index", "hog_similarity", "map_entropy", "other_classes",
+            "pearson", "random_subsets", "spearman", "ssim_similarity"]
