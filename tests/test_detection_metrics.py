@@ -51,9 +51,9 @@ def test_deletion_and_insertion_curves_of_a_known_answer():
     d_bad = detection_curves(detector, image, bad, target, "deletion", n_steps=16)
     assert d_good["x"][0] == 0 and d_good["x"][-1] == 1 and d_good["similarity"].shape == (1, 17)
     # the untouched image: the target matches itself (IoU 1, cosine 1, objectness 1); AP 1
-    assert d_good["similarity"][0, 0] == pytest.approx(1.0) and d_good["ap"][0, 0] == 1.0
+    assert d_good["similarity"][0, 0] == pytest.approx(1.0) and d_good["image_ap"][0, 0] == 1.0
     # the square is 1/16 of the pixels: deleting it first kills the detection at step 1
-    assert d_good["similarity"][0, 1:].max() == 0.0 and d_good["ap"][0, 1:].max() == 0.0
+    assert d_good["similarity"][0, 1:].max() == 0.0 and d_good["image_ap"][0, 1:].max() == 0.0
     assert d_bad["similarity"][0, :15].min() == pytest.approx(1.0)  # still there until the last step
     i_good = detection_curves(detector, image, good, target, "insertion", n_steps=16)
     assert i_good["similarity"][0, 0] == 0.0 and i_good["similarity"][0, 1:].min() == pytest.approx(1.0)
@@ -67,7 +67,7 @@ def test_metric_class_averages_targets_and_uses_ground_truth():
     metric.update(image.unsqueeze(0), [good], [target])
     metric.update(image.unsqueeze(0), [bad], [target])
     out = metric.compute()
-    assert list(out) == ["deletion_similarity", "deletion_ap", "insertion_similarity", "insertion_ap"]
+    assert list(out) == ["deletion_similarity", "deletion_image_ap", "insertion_similarity", "insertion_image_ap"]
     per = metric.per_target
     assert per.shape == (2, 4)
     # trapezoid areas by hand: good deletion 1 -> 0 after the first 1/16; bad deletion drops at the end
@@ -78,6 +78,6 @@ def test_metric_class_averages_targets_and_uses_ground_truth():
     gt = [(torch.tensor([[40.0, 40, 60, 60]]), torch.tensor([0]))]
     other = DetectionInsertionDeletion(detector, modes=["deletion"], n_steps=4)
     other.update(image.unsqueeze(0), [good], [target], gt)
-    assert other.compute()["deletion_ap"] == 0.0
+    assert other.compute()["deletion_image_ap"] == 0.0
     with pytest.raises(ValueError, match="Invalid modes"):
         DetectionInsertionDeletion(detector, modes=["sideways"])

@@ -1,4 +1,9 @@
-"""Detection insertion / deletion (the D-RISE paper's protocol) and map statistics.
+"""Per-image detection insertion / deletion (a diagnostic) and map statistics.
+
+**Not the paper's number.** The D-RISE face-detection paper's protocol (Fig. 9) is the detector's
+mAP over the whole folder at each fraction of pixels perturbed: :mod:`lcam.detection.folder_map`.
+This module's curves are per target, in its own image: useful to read one map, not comparable
+with the paper.
 
 Deletion starts from the image and replaces its pixels, most salient first (the target's map),
 by a Gaussian-blurred copy (kernel 51, sigma 50 px); insertion starts from the blurred copy and
@@ -7,9 +12,10 @@ on the perturbed image and two scores are recorded for the target:
 
 * ``similarity``: D-RISE's score of the target, ``max_j IoU x cosine x objectness`` over the
   perturbed image's proposals (:func:`~lcam.detection.drise.drise_similarity`);
-* ``ap``: the average precision (IoU 0.5, all-point interpolation) of the detector's final
-  detections of the target's class against the ground-truth boxes of that class, or, without
-  ground truth, against the original image's detections of that class.
+* ``image_ap``: the per-image diagnostic AP (IoU 0.5, all-point interpolation) of the detector's
+  final detections **of the target's class in the target's image only** against that image's
+  ground-truth boxes of that class, or, without ground truth, against the original image's
+  detections of that class. Images without an explained detection (missed objects) never enter it.
 
 The score of a curve is its area over the fraction of pixels changed (trapezoid rule; deletion:
 lower is better, insertion: higher is better). Step ``i`` changes ``floor(i * H * W / n_steps)``
@@ -23,19 +29,15 @@ from typing import Sequence
 import torch
 from torch import Tensor
 from torchmetrics import Metric
-from torchvision.ops import box_iou
 
 from lcam.detection.base import Detections, Detector, postprocess
 from lcam.detection.drise import mask_weights
+from lcam.detection.folder_map import DETECTION_BLUR_KERNEL, DETECTION_BLUR_SIGMA, MODES, all_point_ap, greedy_matches
 from lcam.explainers.base import chunks
 from lcam.maps import blur
 from lcam.metrics.insertion_deletion import auc, step_counts
 
-#: the D-RISE paper's blurred substrate: a 51 x 51 Gaussian kernel of sigma 50 px
-DETECTION_BLUR_KERNEL = 51
-DETECTION_BLUR_SIGMA = 50.0
-MODES = ("deletion", "insertion")
-SCORES = ("similarity", "ap")
+SCORES = ("similarity", "image_ap")
 
 
 def energy_in_box(saliency: Tensor, box: Tensor | Sequence[float]) -> float:
@@ -54,29 +56,15 @@ def average_precision(boxes: Tensor, scores: Tensor, gt_boxes: Tensor, iou_thres
     """AP of detections ``(N, 4)`` with ``scores`` ``(N,)`` against ground truth ``(G, 4)`` (one
     class, one image): greedy matching in score order at ``IoU >= iou_threshold``, then the area
     under the precision envelope over recall (all-point interpolation, VOC 2010+ / COCO style).
-    No ground truth: 1.0 without detections, else 0.0."""
+    No ground truth: 1.0 without detections, else 0.0. The folder's AP (many images, many
+    classes): :func:`lcam.detection.folder_map.folder_average_precision`."""
     g = gt_boxes.shape[0]
     if g == 0:
         return 1.0 if boxes.shape[0] == 0 else 0.0
     if boxes.shape[0] == 0:
         return 0.0
     order = scores.argsort(descending=True, stable=True)
-    iou = box_iou(boxes[order].float(), gt_boxes.float())
-    taken = torch.zeros(g, dtype=torch.bool)
-    tp = torch.zeros(len(order))
-    for k in range(len(order)):
-        cand = iou[k].clone()
-        cand[taken] = -1.0
-        j = int(cand.argmax())
-        if cand[j] >= iou_threshold:
-            taken[j] = True
-            tp[k] = 1.0
-    ctp = tp.cumsum(0)
-    recall = ctp / g
-    precision = ctp / torch.arange(1, len(order) + 1)
-    envelope = torch.flip(torch.cummax(torch.flip(precision, [0]), 0).values, [0])
-    prev = torch.cat([torch.zeros(1), recall[:-1]])
-    return float(((recall - prev) * envelope).sum())
+    return all_point_ap(greedy_matches(boxes[order], gt_boxes, iou_threshold), g)
 
 
 def _class_boxes(dets: Detections, label: int) -> tuple[Tensor, Tensor]:
@@ -89,7 +77,7 @@ def detection_curves(detector: Detector, image: Tensor, maps: Tensor, targets: D
                      n_steps: int = 50, ground_truth: tuple[Tensor, Tensor] | None = None, batch_size: int = 16,
                      blur_kernel: int = DETECTION_BLUR_KERNEL, blur_sigma: float = DETECTION_BLUR_SIGMA,
                      iou_threshold: float = 0.5) -> dict[str, Tensor]:
-    """Deletion or insertion curves of the targets of one image.
+    """Deletion or insertion curves of the targets of one image (the per-image diagnostic).
 
     Args:
         detector: the detector (its final detections give the AP; its proposals the similarity).
@@ -102,7 +90,7 @@ def detection_curves(detector: Detector, image: Tensor, maps: Tensor, targets: D
         batch_size: perturbed images per detector pass.
 
     Returns:
-        ``{"x": (n_steps + 1,), "similarity": (T, n_steps + 1), "ap": (T, n_steps + 1)}``.
+        ``{"x": (n_steps + 1,), "similarity": (T, n_steps + 1), "image_ap": (T, n_steps + 1)}``.
     """
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; valid: {list(MODES)}")
@@ -120,7 +108,7 @@ def detection_curves(detector: Detector, image: Tensor, maps: Tensor, targets: D
     else:
         gt_boxes, gt_labels = ground_truth[0].to(device).float(), ground_truth[1].to(device).long()
     sim = torch.zeros(len(targets), n_points)
-    ap = torch.zeros(len(targets), n_points)
+    image_ap = torch.zeros(len(targets), n_points)
     labels = targets.labels
     for t in range(len(targets)):
         order = maps[t].reshape(-1).argsort(descending=True, stable=True)
@@ -135,18 +123,19 @@ def detection_curves(detector: Detector, image: Tensor, maps: Tensor, targets: D
             for k, p in zip(range(part.start, part.stop), props):
                 final = postprocess(p, detector.score_threshold, detector.nms_iou, detector.max_detections)
                 b, s = _class_boxes(final, int(labels[t]))
-                ap[t, k] = average_precision(b.cpu(), s.cpu(), gt.cpu(), iou_threshold)
+                image_ap[t, k] = average_precision(b.cpu(), s.cpu(), gt.cpu(), iou_threshold)
     x = (counts.double() / (h * w)).float().cpu()
-    return {"x": x, "similarity": sim, "ap": ap}
+    return {"x": x, "similarity": sim, "image_ap": image_ap}
 
 
 class DetectionInsertionDeletion(Metric):
-    """Streaming detection insertion/deletion AUCs; a torchmetrics ``Metric`` (syncs under DDP).
+    """Streaming per-image detection insertion/deletion AUCs (a diagnostic, not the paper's folder
+    mAP: :class:`lcam.detection.folder_map.FolderDeletionInsertion`); a torchmetrics ``Metric``.
 
     ``update(images, maps, targets, ground_truth=None)`` with images ``(B, 3, H, W)``, per image
     maps ``(T, H, W)`` and :class:`Detections` targets (and optionally ``(boxes, labels)``).
     ``compute()`` returns the mean AUC per ``<mode>_<score>`` (``deletion_similarity``,
-    ``deletion_ap``, ``insertion_similarity``, ``insertion_ap``); :attr:`per_target` holds each
+    ``deletion_image_ap``, ``insertion_similarity``, ``insertion_image_ap``); :attr:`per_target` holds each
     target's AUCs ``(targets, modes x scores)`` in that order.
 
     Args:
