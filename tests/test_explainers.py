@@ -349,6 +349,7 @@ def test_sscam_paper_baseline_subtracts_the_fully_masked_score_and_counts_its_pa
     assert passes_paper == passes_none + 3
     maps = paper(toy_images, targets)
     torch.testing.assert_close(maps, ScoreCAM.weighted_map(w_none - base, acts, (SIZE, SIZE)), atol=1e-5, rtol=1e-4)
+    none(toy_images, targets)
     assert paper.last_forward_passes == pytest.approx(none.last_forward_passes + 1)
 
 

@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 
 from lcam.backbones.frozen import FrozenClassifier
-from lcam.explainers.base import Explainer, Targets, check_non_negative, check_positive, make_generator
+from lcam.explainers.base import Explainer, Targets, check_non_negative, check_positive
+from lcam.explainers.perturbation import keyed_normal
 from lcam.maps import blur, normalize_then_upsample
 
 
@@ -132,10 +133,16 @@ class GradCAMPlusPlus(GradientCAM):
 class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
     """Smooth Grad-CAM++: Grad-CAM++ with gradients averaged over noisy copies of the input.
 
-    As in the paper, the gradients of order 1, 2 and 3 (``g``, ``g^2``, ``g^3``) are averaged over
-    ``n_samples`` copies ``x + N(0, sigma^2)``, with ``sigma = noise_std * (max(x) - min(x))``
+    Omeiza et al., "Smooth Grad-CAM++: An Enhanced Inference Level Visualization Technique for Deep
+    Convolutional Neural Network Models", 2019, https://arxiv.org/abs/1908.01224. As in the paper,
+    the gradients of order 1, 2 and 3 (``g``, ``g^2``, ``g^3``, each ``(B, K, h, w)``) are averaged
+    over ``n_samples`` copies ``x + sigma * z_n``, with ``sigma = noise_std * (max(x) - min(x))``
     per image (SmoothGrad's relative noise level); ``alpha``, the weights and the map use the
     activations of the clean image, whose top-1 class is the default target.
+
+    The noise ``z_n`` ``(3, H, W)`` is a function of ``(seed, n)`` only: it is drawn from a
+    generator seeded with :func:`~lcam.explainers.perturbation.keyed_seed` ``(seed, n)``, the same
+    draw for every image, so an image's map never depends on the rest of its batch or its position.
 
     Args:
         model: the frozen classifier.
@@ -159,10 +166,9 @@ class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
         acts, t = self.activations_and_targets(images, targets)
         flat = images.reshape(images.shape[0], -1)
         sigma = self.noise_std * (flat.max(dim=1).values - flat.min(dim=1).values).view(-1, 1, 1, 1)
-        gen = make_generator(self.seed, images.device)
         moments = [torch.zeros_like(acts) for _ in range(3)]
         for i in range(self.n_samples):
-            noise = torch.randn(images.shape, generator=gen, device=images.device, dtype=images.dtype)
+            noise = keyed_normal(images.shape[1:], self.seed, [(i,)], images.device, images.dtype)  # (1, 3, H, W)
             _, g, _ = self.activations_and_gradients(images + sigma * noise, t)
             for order, m in enumerate(moments, start=1):
                 m += g.pow(order) / self.n_samples
