@@ -150,14 +150,31 @@ def test_evaluation_runner_writes_table_and_figures(photos, tmp_path):
     gt = tmp_path / "gt.txt"
     gt.write_text("camera 0 20 150 256 person\n")
     cfg = compose_train(["+experiment=drise_demo", "logger=csv", "detector.input_size=160", "drise.n_masks=6", "drise.s=4",
-                         "detection_metrics.n_steps=3", f"detection_data.inputs={photos / 'camera.png'}",
+                         "detection_metrics.n_steps=3", "folder_metrics.n_steps=3", f"detection_data.inputs={photos}",
                          f"detection_data.ground_truth={gt}"], tmp_path, config_name="evaluate")
     rows = run_detection_evaluation(cfg)
-    assert rows[-1]["image"] == "mean" and rows[0]["class"] == "person"
-    assert 0 <= rows[0]["deletion_ap"] <= 1 and 0 <= rows[0]["insertion_similarity"] <= 1
-    for name in ("results.md", "results.csv", "detections.png", "curves.png"):
+    assert rows[-1]["image"] == "mean"
+    person = [r for r in rows if r.get("class") == "person"][0]
+    assert 0 <= person["deletion_image_ap"] <= 1 and 0 <= person["insertion_similarity"] <= 1
+    for name in ("results.md", "results.csv", "detections.png", "curves.png", "folder_map.md", "folder_map.csv", "folder_map.png"):
         assert (tmp_path / name).is_file()
     assert "| camera | 0 | person |" in (tmp_path / "results.md").read_text()
+    assert "per-image diagnostic" in (tmp_path / "results.md").read_text()
+    # the paper's protocol over the folder (camera + blank; the broken file is skipped): one curve per explainer
+    folder = (tmp_path / "folder_map.md").read_text()
+    assert "mAP over the folder of 2 images" in folder and "against 1 ground-truth boxes" in folder
+    points = list(csv.DictReader(open(tmp_path / "folder_map.csv")))
+    assert {p["explainer"] for p in points} == {"drise", "box", "random"} and len(points) == 3 * 2 * 4
+    curve = {(p["explainer"], p["mode"], float(p["fraction"])): float(p["map"]) for p in points}
+    assert curve[("drise", "deletion", 0.0)] == curve[("random", "deletion", 0.0)] == 1.0  # the person is found
+    assert curve[("drise", "deletion", 1.0)] == curve[("drise", "insertion", 0.0)]  # both the fully blurred folder
+    # no ground truth: the output says the curve is against the detector's own detections
+    out = tmp_path / "own"
+    cfg = compose_train(["+experiment=drise_demo", "logger=csv", "detector.input_size=160", "drise.n_masks=6", "drise.s=4",
+                         "detection_metrics.n_steps=1", "folder_metrics.n_steps=2", "folder_metrics.reference=[]",
+                         f"detection_data.inputs={photos / 'camera.png'}"], out, config_name="evaluate")
+    run_detection_evaluation(cfg)
+    assert "against the detector's own detections on the unperturbed images (no ground truth)" in (out / "folder_map.md").read_text()
 
 
 def test_match_detections_and_average_map():
