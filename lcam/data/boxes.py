@@ -150,6 +150,27 @@ def follow_transform(boxes: Tensor, image_size: tuple[int, int], transform: Call
     return b[keep], (w, h)
 
 
+def transform_scale(image_size: tuple[int, int], transform: Callable | None) -> float:
+    """Transformed-image pixels per stored-image pixel: the product of the ``Resize`` factors of
+    :func:`follow_transform` (crops and neutral steps keep the scale). A resize that changes the
+    aspect ratio scales x and y differently; the geometric mean of the two is returned, so a
+    distance of ``d`` stored pixels becomes about ``d * scale`` transformed pixels in any direction.
+
+    Args:
+        image_size: ``(width, height)`` of the stored image.
+        transform: the evaluation transform.
+    """
+    steps = transform.transforms if isinstance(transform, T.Compose) else ([] if transform is None else [transform])
+    w, h = image_size
+    scale = 1.0
+    for step in steps:
+        if isinstance(step, T.Resize):
+            nw, nh = _resized_size(step.size, w, h, step.max_size)
+            scale *= math.sqrt((nw / w) * (nh / h))
+            w, h = nw, nh
+    return scale
+
+
 def image_size(item: Any) -> tuple[int, int]:
     """``(width, height)`` of a PIL image or an image file (reads the header only)."""
     if isinstance(item, Image.Image):
@@ -173,6 +194,8 @@ class BoxedDataset(Dataset):
 
     Attributes:
         status: per-sample ``ok``, ``no boxes``, ``bad boxes`` or ``unreadable`` (left to the data loader).
+        scales: ``(N,)`` transformed-image pixels per stored-image pixel (:func:`transform_scale`;
+            NaN where the image has no usable boxes), to measure a tolerance in stored pixels.
     """
 
     def __init__(self, dataset: Any, boxes: BoxFile | str | os.PathLike) -> None:
@@ -184,7 +207,8 @@ class BoxedDataset(Dataset):
                                 f"got {type(dataset).__name__}")
         per_image: list[Tensor] = []
         self.status: list[str] = []
-        for item, name in zip(dataset.items, dataset.names):
+        scales = [math.nan] * len(dataset.items)
+        for position, (item, name) in enumerate(zip(dataset.items, dataset.names)):
             key = Path(str(name)).name
             rows = self.box_file.boxes.get(key, [])
             if key in self.box_file.bad:
@@ -212,7 +236,10 @@ class BoxedDataset(Dataset):
             moved, _ = follow_transform(torch.tensor(rows), (w, h), dataset.transform)
             self.status.append(OK if moved.shape[0] else NO_BOXES)
             per_image.append(moved)
+            if moved.shape[0]:
+                scales[position] = transform_scale((w, h), dataset.transform)
         self.boxes = pad_boxes(per_image)  # (N, K, 4)
+        self.scales = torch.tensor(scales, dtype=torch.float64)
 
     def __len__(self) -> int:
         return len(self.dataset)

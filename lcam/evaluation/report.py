@@ -22,6 +22,8 @@ def table_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def _fmt(value: Any, column: str) -> str:
+    if isinstance(value, float) and value != value:
+        return "–"
     if isinstance(value, float):
         if column == "s/img":
             return f"{value:.4f}"
@@ -61,3 +63,36 @@ def write_tables(rows: Sequence[dict[str, Any]], out_dir: str | Path, stem: str 
     with atomic_write(cs, "w") as f:
         f.write(to_csv(rows))
     return md, cs
+
+
+def intervals_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """Paired differences against the reference method (``lcam.evaluation.statistics.paired_intervals``)
+    as one table: rows = methods, cells = ``diff [low, high]`` per column."""
+    if not rows:
+        return ""
+    reference = rows[0]["reference"]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    cols = list(dict.fromkeys(r["column"] for r in rows))
+    cell = {(r["method"], r["column"]): r for r in rows}
+    lines = [f"### Paired differences: method - {reference} (same images; mean [95 % bootstrap interval])", "",
+             "AD lower and IC higher is better: a negative AD or positive IC difference whose interval excludes 0 "
+             f"is a clear improvement over {reference}.", "",
+             "| method | " + " | ".join(cols) + " | images |", "|---|" + "---|" * (len(cols) + 1)]
+    for m in methods:
+        cells = []
+        for c in cols:
+            r = cell.get((m, c))
+            cells.append("–" if r is None or r["images"] == 0 else f"{r['diff']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}]")
+        n = max((cell[(m, c)]["images"] for c in cols if (m, c) in cell), default=0)
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {n} |")
+    return "\n".join(lines) + "\n"
+
+
+def win_rate_markdown(names: Sequence[str], table: Any) -> str:
+    """The Win% matrix (``lcam.evaluation.statistics.win_rates``) as a Markdown table."""
+    lines = ["### Win% (row vs column: share of images where the row's confidence drop on x (.) map is lower; "
+             "ties count half)", "", "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for i, n in enumerate(names):
+        cells = ["–" if i == j or table[i][j] != table[i][j] else f"{float(table[i][j]):.1f}" for j in range(len(names))]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

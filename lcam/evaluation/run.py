@@ -1,4 +1,10 @@
-"""The job behind ``evaluate.py``: build the classifier and explainers, test, write the table."""
+"""The job behind ``evaluate.py``: build the classifier and explainers, explain every image, write the tables.
+
+:func:`run_evaluation` evaluates a dataset (or one shard of it) into a run folder of per-image
+records (:mod:`lcam.evaluation.records`), continuing a killed run with ``resume=auto``;
+:func:`merge_runs` (``evaluate.py merge=[DIR,...]``) joins the records of shards. Both end in
+:func:`lcam.evaluation.outputs.write_outputs`, which computes every table from the records.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -12,14 +18,14 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 
 from lcam.backbones import FrozenClassifier, build_backbone
-from lcam.evaluation.evaluator import ExplainerEvaluator
-from lcam.evaluation.report import to_markdown, write_tables
+from lcam.evaluation.evaluator import ExplainerEvaluator, MetricSpec
+from lcam.evaluation.manifest import RunFolder, open_run_folder
+from lcam.evaluation.outputs import write_outputs
+from lcam.evaluation.sampling import EvaluationSamples, collate_samples, parse_shard
 from lcam.explainers import build_explainer, explainer_settings, missing_settings
-from lcam.io import save_image_atomic
-from lcam.localisation import boxes_loader, localisation_metrics, write_win_rate
+from lcam.localisation import boxed_dataset, localisation_metrics
 from lcam.tasks import task_wrapper
 from lcam.training import instantiate_group
-from lcam.viz import comparison_grid
 
 def _run_config(ckpt: Path) -> dict[str, Any]:
     """The resolved config of the run that wrote ``<run>/checkpoints/<ckpt>`` (``<run>/.hydra/config.yaml``)."""
@@ -118,55 +124,129 @@ def build_explainers(cfg: DictConfig) -> tuple[FrozenClassifier, dict[str, Any]]
     return model, ordered
 
 
+#: data settings that change how fast images load, not which images or how they look
+DATA_SPEED_KEYS = ("batch_size", "num_workers", "pin_memory", "persistent_workers", "max_bad_fraction", "shard")
+#: explainer settings that change speed only (chunk sizes, memory layout, skipped dead channels)
+METHOD_SPEED_KEYS = ("batch_size", "channels_last", "prune")
+
+
+def run_identity(cfg: DictConfig, model: FrozenClassifier, methods: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Everything that decides an evaluation's numbers (compared on resume and merge): the classifier,
+    the data settings and the methods' settings (speed-only keys left out), thresholds, metrics, seed."""
+    data = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k not in DATA_SPEED_KEYS}  # type: ignore[union-attr]
+    spec = model.spec
+    def plain(key: str) -> Any:
+        node = cfg.get(key)
+        return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    return {
+        "classifier": {"name": spec.name, "layer": spec.layer} if spec is not None else str(type(model).__name__),
+        "data": data,
+        "methods": {label: {k: v for k, v in settings.items() if k not in METHOD_SPEED_KEYS} for label, settings in methods.items()},
+        "thresholds": [float(t) for t in cfg.thresholds],
+        "insertion_deletion": plain("insertion_deletion"),
+        "boxes": cfg.get("boxes"),
+        "localisation": plain("localisation") if cfg.get("boxes") else None,
+        "metrics": plain("metrics") or None,
+        "seed": cfg.seed,
+    }
+
+
+def metric_specs(cfg: DictConfig) -> list[MetricSpec]:
+    """The extra metrics of ``cfg``: ``insertion_deletion``, ``metrics.<name>`` entries (``_target_``
+    classes built with the classifier, and the explainer when they need it), the localisation
+    columns (``boxes=``)."""
+    specs: list[MetricSpec] = []
+    if cfg.get("insertion_deletion"):
+        from lcam.metrics import InsertionDeletion
+
+        node = cfg.insertion_deletion
+        settings = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else {}
+        InsertionDeletion(lambda x: x, **settings)  # bad settings fail before any image is explained
+        specs.append(MetricSpec("insdel", lambda model, explainer: InsertionDeletion(model, **settings)))
+    for key, node in (cfg.get("metrics") or {}).items():
+        if node is None:
+            continue
+        specs.append(MetricSpec(str(key), _metric_builder(str(key), node)))
+    for key, build in localisation_metrics(cfg).items():
+        specs.append(MetricSpec(key, lambda model, explainer, build=build: build(model), localisation=True))
+    return specs
+
+
+def _metric_builder(key: str, node: DictConfig) -> Any:
+    if "_target_" not in node:
+        raise ValueError(f"metrics.{key} needs a _target_ (a lcam.metrics class), e.g. metrics.{key}._target_=lcam.metrics.Sparseness")
+    target = hydra.utils.get_class(node._target_)
+
+    def build(model: FrozenClassifier, explainer: Any) -> Any:
+        extra = {"explainer": explainer} if getattr(target, "needs_explainer", False) else {}
+        return hydra.utils.instantiate(node, model, _convert_="all", **extra)
+
+    return build
+
+
+def evaluation_loader(cfg: DictConfig, datamodule: Any) -> tuple[type, EvaluationSamples, dict[str, Any]]:
+    """``(loader class, samples, loader settings)`` for the test loader over :class:`EvaluationSamples`
+    (boxes when ``boxes=`` is set): the data module's own loader class and settings, so unreadable
+    images are skipped and counted as in training; the evaluator's to-do sampler feeds it."""
+    datamodule.setup("test")
+    base = datamodule.test_dataloader()
+    samples = EvaluationSamples(base.dataset, boxed_dataset(base.dataset, cfg.get("boxes")))
+    kwargs: dict[str, Any] = dict(batch_size=base.batch_size, num_workers=base.num_workers, pin_memory=base.pin_memory,
+                                  persistent_workers=base.persistent_workers, collate_fn=collate_samples)
+    if hasattr(base, "max_bad_fraction"):
+        kwargs["max_bad_fraction"] = base.max_bad_fraction
+    return type(base), samples, kwargs  # type: ignore[return-value]
+
+
 @task_wrapper  # the W&B run is closed at the end, also on failure; skipped images are listed (lcam.tasks)
 def run_evaluation(cfg: DictConfig) -> list[dict[str, Any]]:
-    """Evaluate, write ``results.md`` / ``results.csv`` / ``methods.png`` into the run directory."""
+    """Evaluate into the run folder; write ``results.md`` / ``results.csv`` / intervals / Win% / ``methods.png``."""
+    if cfg.get("merge"):
+        return merge_runs(cfg)
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    shard = parse_shard(cfg.data.get("shard"))
+    data_cfg = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k != "shard"}  # type: ignore[union-attr]
+    datamodule = hydra.utils.instantiate(data_cfg, _convert_="all")
+    loader_cls, samples, loader_kwargs = evaluation_loader(cfg, datamodule)
     model, explainers = build_explainers(cfg)
-    loggers = instantiate_group(cfg.get("logger"))
-    trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, _convert_="all")
-    out = Path(cfg.paths.output_dir)
-    datamodule.setup("test")
-    loader = boxes_loader(datamodule.test_dataloader(), cfg.get("boxes"))
-    per_process = -(-len(loader.dataset) // max(1, trainer.world_size))
-    evaluator = ExplainerEvaluator(model, explainers, thresholds=list(cfg.thresholds),
-                                   extra_metrics={**_extra_metrics(cfg), **localisation_metrics(cfg)},
-                                   keep_maps=int(cfg.figure_images),
-                                   progress_total=per_process if cfg.get("progress", True) else 0)
-    for _ in evaluator.methods_in_turn():  # one method at a time: one progress bar (name, ETA) each
+    methods = method_configs(cfg)
+    identity = run_identity(cfg, model, methods)
+    folder: RunFolder = open_run_folder(cfg, identity, shard, samples.names)
+    loggers = instantiate_group(cfg.get("logger")) if folder.is_rank_zero else []
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, use_distributed_sampler=False, _convert_="all")
+    localisation = cfg.get("localisation") or {}
+    evaluator = ExplainerEvaluator(model, explainers, run_dir=str(folder.path), n_images=len(samples), shard=shard,
+                                   thresholds=list(cfg.thresholds), metrics=metric_specs(cfg),
+                                   localisation_cue=str(localisation.get("target", "label")),
+                                   figure_images=int(cfg.figure_images), progress=bool(cfg.get("progress", True)),
+                                   attempt=folder.attempt)
+    loader = loader_cls(samples, sampler=evaluator.sampler, **loader_kwargs)
+    for name in evaluator.methods_in_turn():  # one method at a time: one progress bar (name, ETA) each
+        if folder.is_complete(name):
+            print(f"{name}: every image has a record (resumed run): not run again", flush=True)
+            continue
         trainer.test(evaluator, dataloaders=loader, verbose=False)
-    rows = evaluator.results
-    if trainer.is_global_zero:
-        _write_outputs(cfg, evaluator, rows, out, loggers)
-    return rows
+        trainer.strategy.barrier("lcam-evaluate-method")  # every process's records of the method are on disk
+        if trainer.is_global_zero:
+            folder.check_complete(name)
+    if not trainer.is_global_zero:
+        return []
+    return write_outputs(cfg, folder.path, methods, loggers, title=_title(cfg, model, shard, len(samples)))
 
 
-def _extra_metrics(cfg: DictConfig) -> dict[str, Any]:
-    if not cfg.get("insertion_deletion"):
-        return {}
-    from lcam.metrics import InsertionDeletion
-
-    settings = OmegaConf.to_container(cfg.insertion_deletion, resolve=True) if isinstance(cfg.insertion_deletion, DictConfig) else {}
-    return {"insdel": lambda model: InsertionDeletion(model, **settings)}
+def _title(cfg: DictConfig, model: FrozenClassifier, shard: Any, n: int) -> str:
+    if cfg.get("title"):
+        return str(cfg.title)
+    name = model.spec.name if model.spec else "classifier"
+    return f"{name}: {len(shard.indices(n))} images" + (f" (shard {shard} of {n})" if shard.count > 1 else "")
 
 
-def _write_outputs(cfg: DictConfig, evaluator: ExplainerEvaluator, rows: list[dict[str, Any]], out: Path, loggers: list) -> None:
-    title = cfg.get("title") or f"{evaluator.model.spec.name if evaluator.model.spec else 'classifier'}: {rows[0]['images'] if rows else 0} images"
-    md, cs = write_tables(rows, out, title=title)
-    lines = [to_markdown(rows, title), f"Table: {md}", f"CSV:   {cs}"]
-    if win := write_win_rate(evaluator, out):  # Win% method x method when boxes= is given
-        lines += [win, f"Win%:  {out / 'win_rate.md'}"]
-    fig = evaluator.figure_inputs()
-    if fig is not None:
-        images, maps, titles = fig
-        grid = comparison_grid(images, maps, titles)
-        save_image_atomic(grid, out / "methods.png")
-        lines.append(f"Figure: {out / 'methods.png'}")
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            cols = ["method", *[k for k in rows[0] if k != "method"]] if rows else []
-            logger.log_table(key="results", columns=cols, data=[[r.get(c) for c in cols] for r in rows])
-            if fig is not None:
-                logger.log_image(key="methods", images=[grid])
-    print("\n".join(lines))
+def merge_runs(cfg: DictConfig) -> list[dict[str, Any]]:
+    """``evaluate.py merge=[DIR1,DIR2,...]``: check the shards' runs and write their combined tables
+    into this run's folder (see :func:`lcam.evaluation.manifest.merge_folders`)."""
+    from lcam.evaluation.manifest import merge_folders
+
+    out = Path(cfg.paths.output_dir)
+    methods = merge_folders([str(p) for p in cfg.merge], out)  # display name -> settings
+    loggers = instantiate_group(cfg.get("logger"))
+    return write_outputs(cfg, out, methods, loggers, title=cfg.get("title") or f"merged: {len(cfg.merge)} shards")

@@ -55,6 +55,28 @@ def explanation_confidence(
     return picked[0], picked[1:].t()
 
 
+def drop_increase_per_image(base_probs: Tensor, masked_probs: Tensor, thresholds: Sequence[float]) -> dict[str, Tensor]:
+    """Each image's terms of AD and IC, in %: ``AD<t> = 100 max(0, Y - O) / Y``, ``IC<t> = 100 [Y < O]``.
+
+    The means over images of these columns are AD and IC (:class:`AverageDropIncrease`).
+
+    Args:
+        base_probs: ``Y`` ``(B,)``; masked_probs: ``O`` ``(B, T)``; thresholds: the ``T`` fractions kept.
+
+    Returns:
+        ``{"AD100": (B,), "IC100": (B,), ...}`` float64.
+    """
+    y = base_probs.detach().double().view(-1, 1)
+    o = masked_probs.detach().double()
+    drop = 100.0 * (y - o).clamp(min=0) / y.clamp(min=1e-12)
+    increase = 100.0 * (y < o).double()
+    out: dict[str, Tensor] = {}
+    for i, t in enumerate(thresholds):
+        out[f"AD{threshold_tag(t)}"] = drop[:, i]
+        out[f"IC{threshold_tag(t)}"] = increase[:, i]
+    return out
+
+
 class AverageDropIncrease(Metric):
     """Streaming AD / IC at several thresholds; a torchmetrics ``Metric`` (syncs under DDP).
 

@@ -168,11 +168,24 @@ class InsertionDeletion(Metric):
         self.add_state("curve_sum", default=torch.zeros(n, int(n_steps) + 1, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The record / table columns: the modes (``insertion``, ``deletion``)."""
+        return self.modes
+
+    def curves(self, images: Tensor, maps: Tensor, targets: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+        """Mode -> ``(x, probs)`` ``(B, n_steps + 1)`` each (see :func:`insertion_deletion_curves`)."""
+        return {mode: insertion_deletion_curves(self.model, images, maps, targets, mode=mode,
+                                                substrate=self.substrates[mode], **self.curve_kwargs)
+                for mode in self.modes}
+
+    def per_image(self, images: Tensor, maps: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        """Each image's AUC per mode, ``{mode: (B,)}`` in [0, 1] (the per-image records of ``evaluate.py``)."""
+        return {mode: auc(x, probs).double() for mode, (x, probs) in self.curves(images, maps, targets).items()}
+
     def update(self, images: Tensor, maps: Tensor, targets: Tensor) -> None:  # type: ignore[override]
         """Add a batch: images ``(B, 3, H, W)`` in [0, 1], maps ``(B, H, W)``, targets ``(B,)``."""
-        for i, mode in enumerate(self.modes):
-            x, probs = insertion_deletion_curves(self.model, images, maps, targets, mode=mode,
-                                                 substrate=self.substrates[mode], **self.curve_kwargs)
+        for i, (x, probs) in enumerate(self.curves(images, maps, targets).values()):
             self.auc_sum[i] += auc(x, probs).double().sum()
             self.curve_sum[i] += probs.double().sum(0)
         self.count += images.shape[0]

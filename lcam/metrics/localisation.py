@@ -113,8 +113,8 @@ def max_points(maps: Tensor) -> Tensor:
     return torch.stack([(idx % w).float() + 0.5, (idx // w).float() + 0.5], dim=1)
 
 
-def pointing_hits(maps: Tensor, boxes: Tensor, tolerance: float = 0.0) -> Tensor:
-    """``(B,)`` bool: the map's maximum lies within ``tolerance`` px of a box."""
+def pointing_hits(maps: Tensor, boxes: Tensor, tolerance: float | Tensor = 0.0) -> Tensor:
+    """``(B,)`` bool: the map's maximum lies within ``tolerance`` px (a number, or ``(B,)`` per image) of a box."""
     return box_distance(max_points(maps)[:, None, :], boxes)[:, 0] <= tolerance
 
 
@@ -331,13 +331,15 @@ class LocalisationMetrics(Metric):
 
     Args:
         model: images ``(N, 3, H, W)`` in [0, 1] -> logits ``(N, C)`` (not a submodule).
-        tolerance: pointing-game tolerance in pixels (0: strict; the paper's 15).
+        tolerance: pointing-game tolerance in pixels (0: strict; the paper's 15): pixels of the stored
+            image when ``update`` / ``per_image`` get the images' ``scales``, else pixels of ``maps``.
         threshold, keep_top: the binarisation for IoU/Dice and the zone tests.
     """
 
     full_state_update = False
     higher_is_better = None
     takes_boxes = True
+    columns = LOCALISATION_COLUMNS
 
     def __init__(self, model: Callable[[Tensor], Tensor], tolerance: float = 0.0, threshold: float | None = 0.5,
                  keep_top: float | None = None, **kwargs) -> None:
@@ -354,21 +356,45 @@ class LocalisationMetrics(Metric):
         self.add_state("drops", default=[], dist_reduce_fx="cat")
         self._synced_drops: Tensor | list | None = None
 
-    def update(self, images: Tensor, maps: Tensor, targets: Tensor, boxes: Tensor) -> None:  # type: ignore[override]
+    def per_image(self, images: Tensor, maps: Tensor, targets: Tensor, boxes: Tensor,
+                  scales: Tensor | None = None) -> dict[str, Tensor]:
+        """Each image's columns, in %: ``PG`` (hit 100 / miss 0), ``EPG``, ``IoU``, ``Dice`` (NaN for an
+        image without boxes), ``ZoneKeep``, ``ZoneDrop`` (its confidence drops), plus ``drop`` ``(Y - O) / Y``
+        on ``x (.) map`` (a fraction, for Win%).
+
+        Args:
+            images ``(B, 3, H, W)``, maps ``(B, H, W)``, targets ``(B,)``, boxes ``(B, K, 4)`` NaN-padded.
+            scales: ``(B,)`` map pixels per stored-image pixel (:attr:`lcam.data.boxes.BoxedDataset.scales`):
+                the pointing-game tolerance is ``tolerance`` pixels of the *stored* (annotated) image,
+                ``tolerance * scale`` map pixels. ``None``: the tolerance is in map pixels.
+        """
         boxes = _check_boxes(boxes.to(maps.device), maps.shape[0])
         zone = binarize(maps, self.threshold, self.keep_top)
         ok = has_boxes(boxes)
+        nan = torch.full((maps.shape[0],), math.nan, dtype=torch.float64, device=maps.device)
+        pg, epg, iou, dice = nan.clone(), nan.clone(), nan.clone(), nan.clone()
         if ok.any():
-            hit = pointing_hits(maps[ok], boxes[ok], self.tolerance).double()
-            iou, dice = overlap(zone[ok], boxes[ok])
-            energy = energy_inside(maps[ok], boxes[ok])
-            self.box_sums += torch.stack([hit.sum(), energy.double().sum(), iou.double().sum(), dice.double().sum()])
-            self.box_count += int(ok.sum())
+            tol = self.tolerance if scales is None else self.tolerance * scales.to(maps.device).double()[ok]
+            pg[ok] = pointing_hits(maps[ok], boxes[ok], tol).double()
+            i, d = overlap(zone[ok], boxes[ok])
+            iou[ok], dice[ok] = i.double(), d.double()
+            epg[ok] = energy_inside(maps[ok], boxes[ok]).double()
         p = zone_confidences(self.model, images, maps, targets, zone).double()
         y = p[:, 0]
-        self.zone_sums += torch.stack([_drop(y, p[:, 1]).sum(), _drop(y, p[:, 2]).sum()])
+        return {"PG": 100.0 * pg, "EPG": 100.0 * epg, "IoU": 100.0 * iou, "Dice": 100.0 * dice,
+                "ZoneKeep": 100.0 * _drop(y, p[:, 1]), "ZoneDrop": 100.0 * _drop(y, p[:, 2]),
+                "drop": (y - p[:, 3]) / y.clamp(min=1e-12)}
+
+    def update(self, images: Tensor, maps: Tensor, targets: Tensor, boxes: Tensor,  # type: ignore[override]
+               scales: Tensor | None = None) -> None:
+        v = self.per_image(images, maps, targets, boxes, scales)
+        ok = ~torch.isnan(v["PG"])
+        if ok.any():
+            self.box_sums += torch.stack([v[k][ok].sum() / 100.0 for k in ("PG", "EPG", "IoU", "Dice")])
+            self.box_count += int(ok.sum())
+        self.zone_sums += torch.stack([v["ZoneKeep"].sum() / 100.0, v["ZoneDrop"].sum() / 100.0])
         self.count += images.shape[0]
-        self.drops.append(((y - p[:, 3]) / y.clamp(min=1e-12)).float())
+        self.drops.append(v["drop"].float())
 
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
         # states are synced across processes inside compute(): keep the gathered drops for Win%
