@@ -22,7 +22,7 @@ table's mean leaves out (count such images from the records if they matter).
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor
@@ -53,41 +53,38 @@ def map_entropy(maps: Tensor) -> Tensor:
     return torch.where(total.squeeze(1) > 0, h, torch.full_like(h, float("nan")))
 
 
-class Sparseness(PerImageMetric):
-    """Gini index of the map (Chalasani et al. 2020; Quantus ``Sparseness``); column ``Gini``, higher is sparser.
+class _MapStatistic(PerImageMetric):
+    """A per-image statistic of the map alone: ``per_image`` gives ``{columns[0]: statistic(maps)}``.
 
     ``update(images, maps, targets)`` reads only ``maps`` ``(B, H, W)``. No settings.
 
     Args:
         model: the classifier (unused; kept so every metric is built as ``cls(model, **settings)``).
     """
+
+    statistic: ClassVar[Callable[[Tensor], Tensor]]
+
+    def __init__(self, model: Any = None) -> None:
+        super().__init__()
+
+    def per_image(self, images: Tensor, maps: Tensor, targets: Tensor, *extra: Any) -> dict[str, Tensor]:
+        """``{column: (B,)}`` float64 for maps ``(B, H, W)``."""
+        return {self.columns[0]: type(self).statistic(maps)}
+
+
+class Sparseness(_MapStatistic):
+    """Gini index of the map (Chalasani et al. 2020; Quantus ``Sparseness``); column ``Gini``, higher
+    is sparser (:func:`gini_index`). Built as ``Sparseness(model)``; no settings."""
 
     columns: ClassVar[tuple[str, ...]] = ("Gini",)
     higher_is_better = True
-
-    def __init__(self, model: Any = None) -> None:
-        super().__init__()
-
-    def per_image(self, images: Tensor, maps: Tensor, targets: Tensor, *extra: Any) -> dict[str, Tensor]:
-        """``{"Gini": (B,)}`` float64 for maps ``(B, H, W)``."""
-        return {"Gini": gini_index(maps)}
+    statistic = staticmethod(gini_index)
 
 
-class Complexity(PerImageMetric):
-    """Entropy of the normalised map (Bhatt et al. 2020; Quantus ``Complexity``); column ``Entropy`` in nats, lower is simpler.
-
-    ``update(images, maps, targets)`` reads only ``maps`` ``(B, H, W)``. No settings.
-
-    Args:
-        model: the classifier (unused; kept so every metric is built as ``cls(model, **settings)``).
-    """
+class Complexity(_MapStatistic):
+    """Entropy of the normalised map (Bhatt et al. 2020; Quantus ``Complexity``); column ``Entropy``
+    in nats, lower is simpler (:func:`map_entropy`). Built as ``Complexity(model)``; no settings."""
 
     columns: ClassVar[tuple[str, ...]] = ("Entropy",)
     higher_is_better = False
-
-    def __init__(self, model: Any = None) -> None:
-        super().__init__()
-
-    def per_image(self, images: Tensor, maps: Tensor, targets: Tensor, *extra: Any) -> dict[str, Tensor]:
-        """``{"Entropy": (B,)}`` float64 for maps ``(B, H, W)``."""
-        return {"Entropy": map_entropy(maps)}
+    statistic = staticmethod(map_entropy)
