@@ -1,6 +1,7 @@
 """Parity with pytorch-grad-cam: our maps against its maps on a real photo and a real classifier.
 
-    pip install grad-cam      # not a project requirement
+    pip install grad-cam ttach --no-deps   # not a project requirement; --no-deps: its opencv-python-headless
+                                           # would replace the project's OpenCV contrib build
     python -m benchmarks.peer_parity
 
 Offline EfficientNet-Lite0 explained at its last conv stage, scikit-image's astronaut photo, two
@@ -9,6 +10,15 @@ prints the Pearson r and the largest absolute difference of the two [0, 1] maps,
 ``benchmarks/results/peer_parity.md``. pytorch-grad-cam gets a copy of the classifier that takes
 the normalised tensor (so its Score-CAM masks the normalised input, as ours does with
 ``substrate=mean``) and has trainable parameters (it needs them to hook gradients).
+
+HiResCAM, LayerCAM, EigenCAM and Ablation-CAM (issue 21) are compared the same way. EigenCAM is
+compared twice: ours as the paper (``center=False``, the SVD of the raw activations) and ours with
+``center=True`` (pytorch-grad-cam centres every channel before its SVD); pytorch-grad-cam also leaves
+SVD's sign to LAPACK (ours: positive where the layer is active), so a negative r means a flipped
+sign. On EfficientNet-Lite0 (global average pooling + linear after the explained layer) the
+gradient is spatially constant, so HiResCAM equals Grad-CAM and LayerCAM equals Grad-CAM wherever
+the weights are positive; the closed-form tests (``tests/test_more_cams.py``) cover a classifier
+with fully connected layers, where they differ.
 
 Known, deliberate differences: pytorch-grad-cam min-max normalises every map and then resizes it
 with OpenCV (Grad-CAM order; our Score-CAM upsamples first, then normalises, as the Score-CAM
@@ -48,21 +58,37 @@ class NormalisedInput(nn.Module):
         return self.head(self.features(z))
 
 
+def astronaut(model: nn.Module) -> torch.Tensor:
+    """scikit-image's astronaut photo as ``model`` sees it: ``(1, 3, 224, 224)`` in [0, 1]."""
+    return eval_transform(256, 224, model.spec.interpolation or "bilinear")(dict(demo_photos())["astronaut"]).unsqueeze(0)
+
+
 def main() -> None:
-    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, ScoreCAM, XGradCAM
+    from pytorch_grad_cam import (
+        AblationCAM,
+        EigenCAM,
+        GradCAM,
+        GradCAMPlusPlus,
+        HiResCAM,
+        LayerCAM,
+        ScoreCAM,
+        XGradCAM,
+    )
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     spec = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "backbone" / "efficientnet_lite0.yaml"))
     model = build_backbone(spec)
-    image = eval_transform(256, 224, model.spec.interpolation or "bilinear")(dict(demo_photos())["astronaut"]).unsqueeze(0)
+    image = astronaut(model)
     peer_model = NormalisedInput(model).eval()
     z = model.normalize(image)
-    peers = {"gradcam": GradCAM, "gradcampp": GradCAMPlusPlus, "xgradcam": XGradCAM, "scorecam": ScoreCAM}
+    peers = {"gradcam": GradCAM, "gradcampp": GradCAMPlusPlus, "xgradcam": XGradCAM, "scorecam": ScoreCAM,
+             "hirescam": HiResCAM, "layercam": LayerCAM, "eigencam": EigenCAM, "eigencam center=true": EigenCAM,
+             "ablationcam": AblationCAM}
     lines = ["| method | class | Pearson r | max abs diff |", "|---|---|---|---|"]
     for name, peer_cls in peers.items():
-        ours = build_explainer(name, model)
+        ours = build_explainer(name.split()[0], model, **({"center": True} if "center=true" in name else {}))
         with peer_cls(model=peer_model, target_layers=[peer_model.features]) as peer:
-            if name == "scorecam":
+            if name in ("scorecam", "ablationcam"):
                 peer.batch_size = 32
             for c in CLASSES:
                 a = ours(image, c)[0].numpy()
@@ -73,7 +99,8 @@ def main() -> None:
                 print(line, flush=True)
     text = ("### Parity with pytorch-grad-cam 1.5 (EfficientNet-Lite0, astronaut photo)\n\n" + "\n".join(lines) + "\n\n"
             "Command: `python -m benchmarks.peer_parity`. Differences come from the order of normalisation and "
-            "resizing and from OpenCV's resize (see the module docstring).\n")
+            "resizing and from OpenCV's resize, and for EigenCAM from centring and SVD's sign (see the module "
+            "docstring). EigenCAM ignores the class: both rows of a variant show the same maps.\n")
     out = ROOT / "benchmarks" / "results" / "peer_parity.md"
     out.write_text(text)
     print(f"Written: {out}")
