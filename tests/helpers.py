@@ -36,3 +36,26 @@ class KillAtEpochStart:
                     os.kill(os.getpid(), signal.SIGKILL)
 
         return _Kill()
+
+
+class KillInMethod:
+    """A Lightning callback that kills its own process (SIGKILL) after ``batches`` test batches of the
+    evaluated method ``method``: in the middle of that method, after its first records were written.
+    Added on the command line: ``+trainer.callbacks=[{_target_: tests.helpers.KillInMethod, method: RISE}]``."""
+
+    def __new__(cls, method: str, batches: int = 3):
+        import os
+        import signal
+
+        import pytorch_lightning as pl
+
+        class _Kill(pl.Callback):
+            seen = 0
+
+            def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:  # noqa: ANN001
+                if pl_module.active == method:
+                    self.seen += 1
+                    if self.seen >= batches:
+                        os.kill(os.getpid(), signal.SIGKILL)
+
+        return _Kill()

@@ -110,18 +110,28 @@ def test_a_method_without_its_checkpoint_is_skipped_loudly(tmp_path, capsys):
         method_configs(one)
 
 
-def test_evaluator_all_ones_map_gives_zero_drop(effnet):
+def test_evaluator_all_ones_map_gives_zero_drop(effnet, tmp_path):
     class Ones(torch.nn.Module):
         def forward(self, images, targets=None):
             return torch.ones(images.shape[0], *images.shape[-2:])
 
     import pytorch_lightning as pl
 
-    ev = ExplainerEvaluator(effnet, {"ones": Ones(), "gradcam": build_explainer("gradcam", effnet)}, thresholds=[1.0, 0.5])
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.rand(4, 3, 64, 64), torch.zeros(4)), batch_size=2)
-    pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).test(ev, loader, verbose=False)
-    ones = {r["method"]: r for r in ev.results}["ones"]
+    from lcam.data.unreadable import SkippingDataLoader
+    from lcam.evaluation.records import read_records
+    from lcam.evaluation.sampling import EvaluationSamples, collate_samples
+    from lcam.evaluation.statistics import table_rows
+
+    ev = ExplainerEvaluator(effnet, {"ones": Ones(), "gradcam": build_explainer("gradcam", effnet)}, run_dir=str(tmp_path),
+                            n_images=4, thresholds=[1.0, 0.5], progress=False)
+    data = EvaluationSamples(torch.utils.data.TensorDataset(torch.rand(4, 3, 64, 64), torch.zeros(4, dtype=torch.long)))
+    loader = SkippingDataLoader(data, batch_size=2, sampler=ev.sampler, collate_fn=collate_samples)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    for _ in ev.methods_in_turn():
+        trainer.test(ev, loader, verbose=False)
+    ones = {r["method"]: r for r in table_rows(read_records(tmp_path), ev.method_names)}["ones"]
     assert ones["AD100"] == pytest.approx(0.0, abs=1e-4) and ones["IC100"] == 0.0 and ones["#FW"] == 0
+    assert ones["images"] == 4
 
 
 def test_markdown_table_layout():

@@ -78,6 +78,8 @@ class ExplainerEvaluator(pl.LightningModule):
         if clash:
             raise ValueError(f"Methods {clash} share a records folder name; give them labels that differ in letters or digits")
         self.model = model
+        if hasattr(model, "num_classes"):
+            model.num_classes  # noqa: B018 - the classifier's one-off shape dry run, here, not inside a counted explanation
         self.explainers = nn.ModuleDict(dict(explainers))
         self.method_names = list(explainers)
         self.run_dir = str(run_dir)
