@@ -8,16 +8,21 @@ method and the Win% table), ``results.csv``, ``intervals.csv``, ``win_rate.csv``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import WandbLogger
 
-from lcam.evaluation.records import OK, UNREADABLE, method_dir, read_records
+from lcam.evaluation.records import UNREADABLE, method_dir, read_records
 from lcam.evaluation.report import intervals_markdown, to_markdown, win_rate_markdown
 from lcam.evaluation.statistics import paired_intervals, table_rows, win_rates
 from lcam.io import atomic_write, save_image_atomic, write_csv_atomic
+
+
+#: more sections of ``results.md``: ``report(out, records, methods) -> markdown`` ("" for nothing),
+#: each computed from the records (e.g. the sanity checks' table and figure, the metric ranking)
+REPORTS: list[Callable[[Path, list[dict[str, Any]], Mapping[str, Mapping[str, Any]]], str]] = []
 
 
 def reference_method(compare_to: str | None, methods: Mapping[str, Mapping[str, Any]]) -> str | None:
@@ -68,6 +73,10 @@ def write_outputs(cfg: DictConfig, out: Path, methods: Mapping[str, Mapping[str,
         text.append(win_rate_markdown(win_names, win))
         write_csv_atomic(out / "win_rate.csv", [{"method": a, **{b: win[i][j] for j, b in enumerate(win_names) if i != j}}
                                                 for i, a in enumerate(win_names)], ["method", *win_names])
+    for report in REPORTS:
+        section = report(out, records, methods)
+        if section:
+            text.append(section)
     with atomic_write(out / "results.md", "w") as f:
         f.write("\n".join(text))
     from lcam.evaluation.report import table_columns
