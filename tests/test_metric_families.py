@@ -216,7 +216,11 @@ def test_max_sensitivity_leaves_the_real_model_and_explainer_unchanged(effnet, g
     maps, targets = explained
     modes = [m.training for m in effnet.modules()]
     flags = [p.requires_grad for p in effnet.parameters()]
-    MaxSensitivity(effnet, gradcam, n_samples=2, radius=0.05).update(photos[:1], maps[:1], targets[:1])
+    metric = MaxSensitivity(effnet, gradcam, n_samples=2, radius=0.05)
+    value = metric.per_image(photos[:1], maps[:1], targets[:1])["MaxSens"]
+    with torch.inference_mode():  # as in the evaluator's test_step: the gradient explainer still works
+        again = metric.per_image(photos[:1].clone(), maps[:1].clone(), targets[:1].clone())["MaxSens"]
+    assert torch.equal(value, again)
     assert [m.training for m in effnet.modules()] == modes
     assert [p.requires_grad for p in effnet.parameters()] == flags
     assert all(p.grad is None for p in effnet.parameters())
@@ -265,6 +269,20 @@ def test_compute_is_the_mean_of_per_image_and_values_do_not_depend_on_the_batch(
         metric.update(photos[:2], maps[:2], targets[:2])
         metric.update(photos[2:], maps[2:], targets[2:])
         assert metric.compute()[column].item() == pytest.approx(batch.mean().item(), abs=1e-6), column
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the generators then live on the GPU)")
+def test_metrics_run_on_the_gpu_and_stay_batch_independent(effnet, photos, explained):
+    import copy
+
+    model = copy.deepcopy(effnet).cuda()
+    maps, targets = (t.cuda() for t in explained)
+    images, order = photos.cuda(), torch.tensor([2, 0, 1])
+    for column, metric in metric_cases(model, GradCAM(model)).items():
+        batch = metric.per_image(images[order], maps[order], targets[order])[column]
+        alone = torch.cat([metric.per_image(images[i:i + 1], maps[i:i + 1], targets[i:i + 1])[column] for i in order])
+        assert batch.device.type == "cuda", column
+        torch.testing.assert_close(batch, alone, rtol=0, atol=1e-5, msg=column)  # GPU kernels may pick other algorithms
 
 
 @pytest.mark.parametrize("cls, settings, name", [
