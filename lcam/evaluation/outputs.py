@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import WandbLogger
 
+from lcam.evaluation.agreement import ranking_report
 from lcam.evaluation.records import UNREADABLE, method_dir, read_records
 from lcam.evaluation.report import intervals_markdown, to_markdown, win_rate_markdown
 from lcam.evaluation.statistics import paired_intervals, table_rows, win_rates
@@ -22,7 +23,7 @@ from lcam.io import atomic_write, save_image_atomic, write_csv_atomic
 
 #: more sections of ``results.md``: ``report(out, records, methods) -> markdown`` ("" for nothing),
 #: each computed from the records (e.g. the sanity checks' table and figure, the metric ranking)
-REPORTS: list[Callable[[Path, list[dict[str, Any]], Mapping[str, Mapping[str, Any]]], str]] = []
+REPORTS: list[Callable[[Path, list[dict[str, Any]], Mapping[str, Mapping[str, Any]]], str]] = [ranking_report]
 
 
 def reference_method(compare_to: str | None, methods: Mapping[str, Mapping[str, Any]]) -> str | None:
