@@ -170,6 +170,25 @@ def test_three_shards_merge_to_the_single_run(straight, boxes_file, tmp_path):
                                      config_name="evaluate"))
 
 
+def test_runs_of_different_methods_on_the_same_images_merge(straight, boxes_file, tmp_path):
+    """The leaderboard's way: each method in a run of its own (here Grad-CAM whole, RISE in 2 shards), one table."""
+    runs = [tmp_path / "gradcam", tmp_path / "rise0", tmp_path / "rise1"]
+    settings = [["methods.rise=null"], ["methods.gradcam=null", "data.shard=0/2"], ["methods.gradcam=null", "data.shard=1/2"]]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for run, extra in zip(runs, settings):
+            run_evaluation(compose_train([*SMALL, f"boxes={boxes_file}", *extra], run, config_name="evaluate"))
+    finally:
+        torch.set_num_threads(threads)
+    merged = tmp_path / "merged"
+    run_evaluation(compose_train(["logger=csv", f"merge=[{','.join(map(str, runs))}]", "bootstrap=500"], merged,
+                                 config_name="evaluate"))
+    assert_same_table(straight, merged)
+    with pytest.raises(UserError, match=r"the shards of RISE must be 0/2 .. 1/2, each once; missing: \[1\]"):
+        run_evaluation(compose_train(["logger=csv", f"merge=[{runs[0]},{runs[1]}]"], tmp_path / "m2", config_name="evaluate"))
+
+
 def test_bad_shard_spec_names_the_key(tmp_path):
     with pytest.raises(UserError, match=r"data.shard='3/3' is not I/N with 0 <= I < N"):
         run_evaluation(compose_train([*SMALL, "data.shard=3/3"], tmp_path, config_name="evaluate"))

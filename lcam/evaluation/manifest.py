@@ -10,9 +10,10 @@ image has a record (``complete``).
   or ``resume=/path/to/run``; the identity must be the same, else the run is refused with the
   first differing key. Methods marked complete are not run again; the others run only the images
   without a record.
-* :func:`merge_folders` checks that the shards' folders share one identity, that their shards are
-  ``0/N .. N-1/N`` of one dataset, each complete, with no image twice, then copies their records
-  into the merged folder.
+* :func:`merge_folders` checks that the folders share one identity (their methods aside), that
+  every method's shards are ``0/N .. N-1/N`` of one dataset, each complete, with no image twice,
+  then copies their records into the merged folder: shards of one job, or runs of different
+  methods on the same images.
 """
 from __future__ import annotations
 
@@ -164,13 +165,18 @@ def check_same_run(old: dict[str, Any], new: dict[str, Any], what: str, shard_ma
 
 
 def merge_folders(folders: Sequence[str], out: Path) -> dict[str, Any]:
-    """Check the shard runs in ``folders`` and copy their records into ``out``; returns the methods
+    """Check the runs in ``folders`` and copy their records into ``out``; returns the methods
     (display name -> settings).
 
+    The runs must share everything but their shard and their methods: the shards of one dataset
+    (``data.shard=0/N .. N-1/N``) and/or runs of different methods on the same images (the
+    leaderboard runs each method on its own). For every method, the folders that hold it must
+    cover the dataset exactly once (their shards are ``0/N .. N-1/N`` of one ``N``), each
+    complete, with the same method settings.
+
     Raises:
-        UserError: a folder is not an evaluation run, the runs differ in config or images, the
-            shards do not cover ``0/N .. N-1/N`` exactly once, a shard is incomplete, or an image
-            has records in two folders.
+        UserError: a folder is not an evaluation run, the runs differ in config or images, a
+            method's shards do not cover ``0/N .. N-1/N`` exactly once, a shard is incomplete.
     """
     if not folders:
         raise UserError("merge=[DIR1,DIR2,...] needs the run folders of the shards")
@@ -180,41 +186,49 @@ def merge_folders(folders: Sequence[str], out: Path) -> dict[str, Any]:
         if m is None:
             raise UserError(f"merge: {folder} is not an evaluation run folder ({MANIFEST} missing)")
         manifests.append(m)
+    def without_methods(m: dict[str, Any]) -> dict[str, Any]:
+        return {**m, "identity": {k: v for k, v in m["identity"].items() if k != "methods"}}
+
     first = manifests[0]
     for folder, m in zip(folders[1:], manifests[1:]):
-        check_same_run(first, m, f"merge: {folder} (against {folders[0]})", shard_may_differ=True)
-    shards = [parse_shard(m["shard"]) for m in manifests]
-    counts = {s.count for s in shards}
-    if len(counts) != 1:
-        raise UserError(f"merge: the shards split the data differently: {[str(s) for s in shards]}")
-    n = counts.pop()
-    seen = sorted(s.index for s in shards)
-    if seen != list(range(n)):
-        dup = sorted({i for i in seen if seen.count(i) > 1})
-        gone = sorted(set(range(n)) - set(seen))
-        raise UserError(f"merge: shards must be 0/{n} .. {n - 1}/{n}, each once; "
-                        + (f"twice: {dup} " if dup else "") + (f"missing: {gone}" if gone else ""))
-    methods = dict(first["identity"]["methods"])
-    owner: dict[tuple[str, int], str] = {}
-    for folder, shard, m in zip(folders, shards, manifests):
-        want = set(shard.indices(m["n_images"]))
-        for method in methods:
-            have = done_indices(folder, method)
-            if want - have:
-                raise UserError(f"merge: {folder} (shard {shard}) lacks {len(want - have)} record(s) of {method}; "
+        check_same_run(without_methods(first), without_methods(m), f"merge: {folder} (against {folders[0]})",
+                       shard_may_differ=True)
+    methods: dict[str, Any] = {}
+    holders: dict[str, list[tuple[str, Shard, dict[str, Any]]]] = {}
+    for folder, m in zip(folders, manifests):
+        for method, settings in m["identity"]["methods"].items():
+            if method in methods:
+                diff = first_difference(methods[method], settings, f"methods.{method}")
+                if diff:
+                    raise UserError(f"merge: {folder} was made with another config: {diff}. Use the same settings")
+            methods.setdefault(method, settings)
+            holders.setdefault(method, []).append((folder, parse_shard(m["shard"]), m))
+    for method, held in holders.items():
+        shards = [s for _, s, _ in held]
+        counts = {s.count for s in shards}
+        if len(counts) != 1:
+            raise UserError(f"merge: the shards of {method} split the data differently: {[str(s) for s in shards]}")
+        n = counts.pop()
+        seen = sorted(s.index for s in shards)
+        if seen != list(range(n)):
+            dup = sorted({i for i in seen if seen.count(i) > 1})
+            gone = sorted(set(range(n)) - set(seen))
+            raise UserError(f"merge: the shards of {method} must be 0/{n} .. {n - 1}/{n}, each once; "
+                            + (f"twice: {dup} " if dup else "") + (f"missing: {gone}" if gone else ""))
+        for folder, shard, m in held:
+            missing = set(shard.indices(m["n_images"])) - done_indices(folder, method)
+            if missing:
+                raise UserError(f"merge: {folder} (shard {shard}) lacks {len(missing)} record(s) of {method}; "
                                 "finish it with resume=auto first")
-            for i in have:
-                if (method, i) in owner:
-                    raise UserError(f"merge: image {i} of {method} has records in {owner[(method, i)]} and {folder}")
-                owner[(method, i)] = folder
     out.mkdir(parents=True, exist_ok=True)
-    for folder in folders:
-        for method in methods:
-            target = method_dir(out, method)
-            target.mkdir(parents=True, exist_ok=True)
+    for method, held in holders.items():
+        target = method_dir(out, method)
+        target.mkdir(parents=True, exist_ok=True)
+        for folder, _, _ in held:
             for part in method_dir(folder, method).glob("*"):
                 kind, rest = part.name.split("-", 1)  # part-<attempt>-r<rank>.jsonl, figure-...
                 shutil.copy2(part, target / f"{kind}-{Path(folder).name}-{rest}")
-    merged = {**first, "shard": "0/1", "merged_from": [str(Path(f).resolve()) for f in folders], "complete": list(methods)}
+    merged = {**first, "identity": {**first["identity"], "methods": methods}, "shard": "0/1",
+              "merged_from": [str(Path(f).resolve()) for f in folders], "complete": list(methods)}
     write_manifest(out, merged)
     return methods
