@@ -1,9 +1,11 @@
-"""The real-photo leaderboard: the paper's Table-1 layout for every method on real photos.
+"""The real-photo leaderboard: every method on real photos, through ``evaluate.py``'s own job and records.
 
-Each method runs once per dataset and leaves its per-image confidences in
-``benchmarks/results/leaderboard/<dataset>/<key>.json`` (so slow methods can run in the
-background, one at a time); ``--report`` assembles the table, paired 95 % bootstrap intervals of
-the L-CAM rows against Grad-CAM / Grad-CAM++, and a figure of maps side by side::
+Each method runs once per dataset as an evaluation run of its own (so slow methods can run in the
+background, one at a time, and a killed one continues where its records stop); ``--report``
+merges the runs (``evaluate.py merge=[...]``: same photos, same settings, checked) and writes the
+table, the paired 95 % bootstrap intervals against Grad-CAM, Win%, the rank of every method under
+every metric with Kendall's tau between metrics, and a figure of maps side by side, all computed
+from the per-image records by :mod:`lcam.evaluation`::
 
     python -m benchmarks.leaderboard --dataset imagenette --methods gradcam gradcampp \
         --img-ckpt outputs/lcam_img_imagenette/runs/<run>/checkpoints/last.ckpt lcam_img
@@ -11,34 +13,31 @@ the L-CAM rows against Grad-CAM / Grad-CAM++, and a figure of maps side by side:
     python -m benchmarks.leaderboard --dataset imagenette --report
 
 Datasets (``../shared/data``): ``imagenette`` = imagenette-subset/val (1000 photos, 10 classes),
-``imagenet1300`` = imagenet-val-1300 (1300 ILSVRC-2012 validation photos, 725 classes). The
-classifier is the offline EfficientNet-Lite0; every method explains its top-1 class. ``--subset N``
-runs on a seeded subset of N photos (the same subset for every method with the same N), and the
-report lists each subset's rows together, so rows compare like with like. Perturbation methods run
-at the paper's counts (Score-CAM on all live channels, SS-CAM N = 10, RISE 4000 masks).
+``imagenet1300`` = imagenet-val-1300 (1300 ILSVRC-2012 validation photos, 725 classes),
+``heldout`` = the 10 % of imagenette-subset/train held out by ``+experiment=lcam_*_imagenette``.
+The classifier is the offline EfficientNet-Lite0; AD/IC explain its top-1 class. ``--subset N``
+runs on a seeded subset of N photos (``data.max_val_samples``: the same subset for every method
+with the same N); the report lists each subset's rows together, so rows compare like with like.
+``--metrics families`` adds faithfulness correlation, max-sensitivity, Gini, entropy and the
+random-class check. Run folders: ``outputs/leaderboard/<dataset>[-N]/<key><tag>/``.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import random
-import time
+import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from PIL import Image
 
-from lcam.backbones import build_backbone
-from lcam.data.transforms import eval_transform
-from lcam.explainers import build_explainer, missing_settings
-from lcam.metrics import DEFAULT_THRESHOLDS, AverageDropIncrease, explanation_confidence
+from lcam.evaluation.run import run_evaluation
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
+RUNS = ROOT / "outputs" / "leaderboard"
 
 #: key -> (label, explainer config); L-CAM keys take their checkpoint from --img-ckpt / --fm-ckpt
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -49,6 +48,8 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "smoothgradcampp": ("Smooth Grad-CAM++", {"name": "smoothgradcampp"}),
     "xgradcam": ("XGrad-CAM", {"name": "xgradcam"}),
     "guidedcam": ("Guidance-map CAM", {"name": "guidedcam"}),
+    "hirescam": ("HiResCAM", {"name": "hirescam"}),
+    "layercam": ("LayerCAM", {"name": "layercam"}),
     "scorecam": ("Score-CAM", {"name": "scorecam"}),
     "scorecam_prob": ("Score-CAM (prob.)", {"name": "scorecam", "weighting": "probability"}),
     "sscam1": ("SS-CAM (1)", {"name": "sscam1"}),
@@ -89,127 +90,79 @@ def pick(files: list[Path], subset: int | None, seed: int = 0) -> list[Path]:
     return [files[i] for i in idx]
 
 
-def run_method(key: str, files: list[Path], model: Any, ckpts: dict[str, str], batch: int) -> dict[str, Any]:
-    label, explainer = build(key, model, ckpts)
-    cfg = METHODS[key][1]
-    tf = eval_transform(256, 224, model.spec.interpolation or "bilinear")
-    ys, os_, fws, seconds = [], [], [], 0.0
-    for start in range(0, len(files), batch):
-        images = torch.stack([tf(Image.open(p).convert("RGB")) for p in files[start:start + batch]])
-        with torch.no_grad():
-            targets = model(images).argmax(1)
-        t0 = time.perf_counter()
-        maps = explainer(images, targets)
-        seconds += time.perf_counter() - t0
-        fws.append(explainer.last_forward_passes)
-        y, o = explanation_confidence(model, images, maps, targets, DEFAULT_THRESHOLDS)
-        ys += y.tolist()
-        os_ += o.tolist()
-        print(f"\r{label}: {start + len(images)}/{len(files)}", end="", flush=True)
-    print()
-    return {"key": key, "label": label, "settings": {k: v for k, v in cfg.items() if k != "ckpt_path"},
-            "ckpt": ckpts.get(key), "files": [p.name for p in files], "y": ys, "o": os_,
-            "fw": float(np.mean(fws)), "seconds_per_image": seconds / len(files)}
+def data_overrides(name: str) -> list[str]:
+    """``evaluate.py`` data settings of a dataset (``data=folder``, centre crops, labels where known)."""
+    if name == "imagenette":
+        val = SHARED / "imagenette-subset" / "val"
+        return ["data=folder", f"data.root={val}", f"data.val_root={val}"]
+    if name == "imagenet1300":
+        root = SHARED / "imagenet-val-1300"
+        return ["data=folder", f"data.root={root / 'images'}", f"data.val_root={root / 'images'}",
+                f"data.val_list={root / 'labels.txt'}"]
+    if name == "heldout":
+        return ["data=folder", f"data.root={SHARED / 'imagenette-subset' / 'train'}", "data.val_fraction=0.1"]
+    raise ValueError(f"Unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
 
 
-def scores(entry: dict[str, Any]) -> dict[str, float]:
-    """AD/IC at every threshold, in %, by the project's metric (:class:`lcam.metrics.AverageDropIncrease`)."""
-    metric = AverageDropIncrease(DEFAULT_THRESHOLDS)
-    metric.update(torch.tensor(entry["y"]), torch.tensor(entry["o"]))
-    return {k: float(v) for k, v in metric.compute().items()}
+def group_dir(dataset: str, subset: int | None, out: Path = RUNS) -> Path:
+    return out / (f"{dataset}-{subset}" if subset else dataset)
 
 
-def paired_ci(a: dict[str, Any], b: dict[str, Any], n: int = 5000, seed: int = 0) -> dict[str, tuple[float, float, float]]:
-    """Mean and 95 % bootstrap interval of ``a - b`` per image for AD100 and IC100 (same photos)."""
-    assert a["files"] == b["files"], "paired intervals need the same photos"
-    ya, oa, yb, ob = (np.array(v) for v in (a["y"], [r[0] for r in a["o"]], b["y"], [r[0] for r in b["o"]]))
-    diffs = {"AD100": 100 * (np.clip(ya - oa, 0, None) / ya - np.clip(yb - ob, 0, None) / yb),
-             "IC100": 100 * ((oa > ya).astype(float) - (ob > yb).astype(float))}
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(ya), (n, len(ya)))
-    return {k: (float(d.mean()), float(np.percentile(d[idx].mean(1), 2.5)), float(np.percentile(d[idx].mean(1), 97.5)))
-            for k, d in diffs.items()}
-
-
-def load_entries(out_dir: Path) -> list[dict[str, Any]]:
-    """Every result file of a dataset; ``name`` = the method's label plus its tag (a recipe or step)."""
-    entries = []
-    for path in sorted(out_dir.glob("*.json")):
-        e = json.loads(path.read_text())
-        tag = e.get("tag", path.stem[len(e["key"]):].rsplit("_", 1)[0])
-        e["name"] = f"{e['label']} ({tag.strip('_')})" if tag.strip("_") else e["label"]
-        entries.append(e)
-    return entries
-
-
-def report(dataset: str, out_dir: Path) -> str:
-    groups: dict[int, list[dict[str, Any]]] = {}
-    for e in load_entries(out_dir):
-        groups.setdefault(len(e["files"]), []).append(e)
-    order = list(METHODS)
-    lines = [f"## Real-photo leaderboard: {dataset}, EfficientNet-Lite0 (offline), top-1 class", "",
-             "Made with (each method once, in the background; then the report):", "", "```bash",
-             "python train.py +experiment=lcam_img_imagenette   # and lcam_fm_imagenette -> checkpoints/last.ckpt",
-             f"python -m benchmarks.leaderboard --dataset {dataset} --methods lcam_img lcam_fm --img-ckpt IMG.ckpt "
-             "--fm-ckpt FM.ckpt --tag _minmax-2ep",
-             f"python -m benchmarks.leaderboard --dataset {dataset} --methods gradcam gradcampp guidedcam xgradcam",
-             f"python -m benchmarks.leaderboard --dataset {dataset} --subset 200 --methods scorecam gradcam gradcampp lcam_img lcam_fm ...",
-             f"python -m benchmarks.leaderboard --dataset {dataset} --report", "```", "",
-             "AD/IC in %, at 100/50/15 % of the map kept (AD lower, IC higher is better); #FW forward passes per "
-             "explanation; s/img wall time on a shared 2-core CPU (not comparable across rows run at different loads).", ""]
-    for n in sorted(groups, reverse=True):
-        rows = sorted(groups[n], key=lambda e: (order.index(e["key"]) if e["key"] in order else 99, e["name"]))
-        lines += [f"### {n} photos", "", "| method | AD100 | IC100 | AD50 | IC50 | AD15 | IC15 | #FW | s/img |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for e in rows:
-            s = scores(e)
-            lines.append(f"| {e['name']} | " + " | ".join(f"{s[k]:.2f}" for k in ("AD100", "IC100", "AD50", "IC50", "AD15", "IC15"))
-                         + f" | {e['fw']:.0f} | {e['seconds_per_image']:.3f} |")
-        baselines = [e for e in rows if e["key"] in ("gradcam", "gradcampp") and e["name"] == e["label"]]
-        pairs = [(a, b) for a in rows if a["key"] in ("lcam_img", "lcam_fm") for b in baselines]
-        if pairs:
-            lines += ["", ("Paired differences (L-CAM minus baseline, same photos; mean [95 % bootstrap interval]; "
-                           "AD100 lower is better, IC100 higher is better):"), ""]
-            for a, b in pairs:
-                ci = paired_ci(a, b)
-                lines.append(f"- {a['name']} - {b['name']}: AD100 {ci['AD100'][0]:+.2f} "
-                             f"[{ci['AD100'][1]:+.2f}, {ci['AD100'][2]:+.2f}], IC100 {ci['IC100'][0]:+.2f} "
-                             f"[{ci['IC100'][1]:+.2f}, {ci['IC100'][2]:+.2f}]")
-        ckpts = {e["name"]: e["ckpt"] for e in rows if e.get("ckpt")}
-        if ckpts:
-            lines += ["", "Checkpoints: " + ", ".join(f"{k}: `{v}`" for k, v in ckpts.items())]
-        lines.append("")
-    return "\n".join(lines)
-
-
-def build(key: str, model: Any, ckpts: dict[str, str]) -> tuple[str, Any]:
-    """``(label, explainer)`` of a leaderboard key (L-CAM keys need their checkpoint)."""
-    label, cfg = METHODS[key]
-    if missing_settings(cfg):  # the L-CAM keys: their checkpoint comes from the command line
+def method_overrides(key: str, ckpts: dict[str, str | None], tag: str) -> list[str]:
+    """``explainer=...`` overrides of a leaderboard key (its label carries the tag)."""
+    label, settings = METHODS[key]
+    if settings["name"] == "lcam":
         if not ckpts.get(key):
             raise SystemExit(f"{key} needs its checkpoint: --{key.split('_')[1]}-ckpt PATH")
-        cfg = {**cfg, "ckpt_path": ckpts[key]}
-    return label, build_explainer(cfg, model)
+        settings = {**settings, "ckpt_path": ckpts[key]}
+    shown = f"{label} ({tag.strip('_')})" if tag.strip("_") else label
+    return [f"explainer={settings['name']}", f"++explainer.label='{shown}'",
+            *(f"++explainer.{k}={v}" for k, v in settings.items() if k != "name")]
 
 
-def figure(dataset: str, keys: list[str], model: Any, ckpts: dict[str, str], n: int, path: Path) -> None:
-    """Maps side by side: rows = methods, columns = ``n`` seeded photos of ``dataset`` (top-1 class)."""
-    from lcam.data import imagenet_synsets  # noqa: PLC0415
-    from lcam.viz import comparison_grid  # noqa: PLC0415
+def evaluate(overrides: list[str], run_dir: Path) -> list[dict[str, Any]]:
+    """``python evaluate.py OVERRIDES`` in this process, into ``run_dir`` (``resume=auto``)."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("evaluate", overrides=[*overrides, f"paths.output_dir={run_dir}"])
+    return run_evaluation(cfg)
 
-    files = pick(dataset_files(dataset), n, seed=1)
-    tf = eval_transform(256, 224, model.spec.interpolation or "bilinear")
-    images = torch.stack([tf(Image.open(p).convert("RGB")) for p in files])
-    with torch.no_grad():
-        targets = model(images).argmax(1)
-    rows = {}
-    for key in keys:
-        label, explainer = build(key, model, ckpts)
-        rows[label] = explainer(images, targets)
-        print(f"figure: {label}", flush=True)
-    names = imagenet_synsets()[1]
-    comparison_grid(images, rows, [names[int(t)][:18] for t in targets]).save(path)
-    print(f"wrote {path}")
+
+def run_methods(args: argparse.Namespace, ckpts: dict[str, str | None]) -> None:
+    common = ["logger=csv", f"data.batch_size={args.batch}", "figure_images=6", f"metrics={args.metrics}",
+              *data_overrides(args.dataset), *([f"+data.max_val_samples={args.subset}"] if args.subset else [])]
+    for key in args.methods:
+        run_dir = group_dir(args.dataset, args.subset, Path(args.out)) / f"{key}{args.tag}"
+        evaluate([*common, *method_overrides(key, ckpts, args.tag), "resume=auto"], run_dir)
+
+
+def report(args: argparse.Namespace) -> str:
+    """Merge each subset's method runs and write their results into ``leaderboard_<dataset>.md``."""
+    out = Path(args.out)
+    groups = sorted((p for p in out.glob(f"{args.dataset}*") if p.is_dir() and not p.name.endswith("-report")
+                     and p.name.split("-")[0] == args.dataset), key=lambda p: -int(p.name.split("-")[1]) if "-" in p.name else 0)
+    if not groups:
+        raise SystemExit(f"No runs under {out}/{args.dataset}*; run methods first (--methods ...)")
+    lines = [f"## Real-photo leaderboard: {args.dataset}, EfficientNet-Lite0 (offline)", "",
+             "Made with (each method once, in the background; then the report):", "", "```bash",
+             "python train.py +experiment=lcam_img_imagenette   # -> checkpoints/last.ckpt",
+             f"python -m benchmarks.leaderboard --dataset {args.dataset} --methods lcam_img --img-ckpt IMG.ckpt",
+             f"python -m benchmarks.leaderboard --dataset {args.dataset} --methods gradcam gradcampp xgradcam guidedcam hirescam layercam",
+             f"python -m benchmarks.leaderboard --dataset {args.dataset} --subset 100 --methods scorecam rise gradcam ...",
+             f"python -m benchmarks.leaderboard --dataset {args.dataset} --report", "```", "",
+             "AD/IC in %, at 100/50/15 % of the map kept (AD lower, IC higher is better); #FW forward passes per "
+             "explanation; s/img wall time on a shared 2-core CPU (not comparable across rows run at different loads). "
+             "Every number below is computed from the per-image records of the runs by lcam.evaluation.", ""]
+    for group in groups:
+        runs = sorted(p for p in group.iterdir() if (p / "evaluation.json").is_file())
+        merged = group.with_name(group.name + "-report")
+        shutil.rmtree(merged, ignore_errors=True)
+        evaluate(["logger=csv", f"merge=[{','.join(map(str, runs))}]", f"title={group.name}"], merged)
+        lines += [(merged / "results.md").read_text(), ""]
+        if (merged / "methods.png").is_file():
+            figure = RESULTS / f"leaderboard_{group.name}.png"
+            shutil.copy2(merged / "methods.png", figure)
+            lines += [f"![maps of the first photos, every method]({figure.name})", ""]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -220,33 +173,17 @@ def main() -> None:
     parser.add_argument("--img-ckpt")
     parser.add_argument("--fm-ckpt")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--tag", default="", help="suffix of the result files (e.g. a training step)")
+    parser.add_argument("--metrics", default="map_statistics",
+                        help="the metrics group: none | map_statistics (Gini, entropy: no forward pass) | families")
+    parser.add_argument("--tag", default="", help="suffix of the run folder and label (e.g. a training step)")
     parser.add_argument("--report", action="store_true")
-    parser.add_argument("--figure", nargs="*", choices=sorted(METHODS), metavar="METHOD",
-                        help="draw these methods' maps side by side on --figure-photos seeded photos")
-    parser.add_argument("--figure-photos", type=int, default=6)
-    parser.add_argument("--out", default=str(RESULTS / "leaderboard"))
+    parser.add_argument("--out", default=str(RUNS), help="folder of the run folders")
     args = parser.parse_args()
-    out_dir = Path(args.out) / args.dataset
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ckpts = {"lcam_img": args.img_ckpt, "lcam_fm": args.fm_ckpt}
-    if args.methods or args.figure:
-        spec = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "backbone" / "efficientnet_lite0.yaml"))
-        model = build_backbone(spec)
-    if args.figure:
-        figure(args.dataset, args.figure, model, ckpts, args.figure_photos, Path(args.out).parent / f"leaderboard_{args.dataset}.png")
     if args.methods:
-        files = pick(dataset_files(args.dataset), args.subset)
-        for key in args.methods:
-            entry = {**run_method(key, files, model, ckpts, args.batch), "tag": args.tag}
-            name = f"{key}{args.tag}_{len(files)}.json"
-            (out_dir / name).write_text(json.dumps(entry))
-            s = scores(entry)
-            print(f"{entry['label']} ({len(files)} photos): AD100 {s['AD100']:.2f} IC100 {s['IC100']:.2f} "
-                  f"AD50 {s['AD50']:.2f} IC50 {s['IC50']:.2f} #FW {entry['fw']:.0f} {entry['seconds_per_image']:.3f} s/img")
+        run_methods(args, {"lcam_img": args.img_ckpt, "lcam_fm": args.fm_ckpt})
     if args.report:
-        text = report(args.dataset, out_dir)
-        (Path(args.out).parent / f"leaderboard_{args.dataset}.md").write_text(text)
+        text = report(args)
+        (RESULTS / f"leaderboard_{args.dataset}.md").write_text(text)
         print(text)
 
 

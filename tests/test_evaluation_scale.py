@@ -252,3 +252,18 @@ def test_intervals_pair_the_same_images_and_win_rates_count_ties_half():
     # drops (Y - O100) / Y = AD / 100: ref 0.1 0.2 0.3 0.4, m 0.1 0.2(None -> 0) ... image 0 ties
     assert names == ["ref", "m"] and win[0, 1] + win[1, 0] == pytest.approx(100.0)
     assert win[1, 0] == pytest.approx(100 * (0.5 + 1 + 1 + 0) / 4)
+
+
+def test_wandb_run_gets_the_records_table_with_overlays(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    rows = run_evaluation(compose_train(["logger=wandb", "data.resize=72", "data.crop=64", "data.batch_size=9",
+                                         "figure_images=2", "progress=false", "explainer=gradcam"], tmp_path,
+                                        config_name="evaluate"))
+    assert rows[0]["images"] == 9
+    tables = list(tmp_path.glob("wandb/offline-run-*/files/media/table/records_*.table.json"))
+    assert len(tables) == 1
+    table = json.loads(tables[0].read_text())
+    assert table["columns"][:3] == ["overlay", "index", "image"] and len(table["data"]) == 9
+    overlays = [row[0] for row in table["data"]]
+    assert sum(o is not None for o in overlays) == 2  # the figure's first two photos carry their overlay

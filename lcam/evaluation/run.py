@@ -15,7 +15,6 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.loggers import WandbLogger
 
 from lcam.backbones import FrozenClassifier, build_backbone
 from lcam.evaluation.evaluator import ExplainerEvaluator, MetricSpec
