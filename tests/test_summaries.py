@@ -13,7 +13,7 @@ from lcam.summaries import Settings, summarise
 from lcam.summaries.clustering import Cluster, affinity_clusters, filter_clusters, global_median_ssim
 from lcam.summaries.masks import CrispResult, MaskCache
 from lcam.summaries.matching import lom_scores, similarity_matrix
-from lcam.summaries.proposals import Part, parts_in_regions, region_share_inside, selective_search
+from lcam.summaries.proposals import Part, parts_in_regions, region_share_inside, selective_search, top_proposals
 from lcam.summaries.regions import find_regions
 
 
@@ -68,6 +68,9 @@ def test_selective_search_returns_boxes_inside_the_image():
     assert boxes.ndim == 2 and boxes.shape[1] == 4 and 10 < len(boxes) <= 300
     assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 128).all() and (boxes[:, 3] <= 128).all()
     assert ((boxes[:, 2:] - boxes[:, :2]) > 0).all()
+    # the ranking (OpenCV's rand() times hierarchy level) is seeded: the same order on every call,
+    # so an image's top K does not depend on what ran before it
+    np.testing.assert_array_equal(selective_search(image, max_proposals=300), boxes)
     with pytest.raises(ValueError, match="fast.*quality"):
         selective_search(image, mode="slow")
 
@@ -112,6 +115,59 @@ def test_similarity_matrix_is_symmetric_and_zero_within_an_image():
     assert (sim[:2, :2] == 0).all() and (sim[2:4, 2:4] == 0).all()
     assert sim[0, 2] > 0.8 and sim[1, 3] > 0.8  # same texture, same place
     assert sim[0, 3] < 0.5 * sim[0, 2] and sim[1, 2] < 0.5 * sim[1, 3]  # other texture, other place
+
+
+def context_scene() -> tuple[list[np.ndarray], dict[int, np.ndarray], list[Part]]:
+    """Two 96 x 96 grey images. Image 0: a part P (texture T) framed by four context proposals of
+    their own textures. Image 1: the same scene moved by (8, 4) pixels, plus a second copy of T in
+    the free bottom-left corner. Parts: P in image 0; both copies of T in image 1 (B1 in place, B2 not)."""
+    rng = np.random.default_rng(1)
+    textures = [rng.random((16, 16)) for _ in range(5)]  # T, then the four context textures
+    corners = [(40, 40), (20, 40), (60, 40), (40, 20), (40, 60)]  # P, left, right, above, below
+    gray = [np.zeros((96, 96)), np.zeros((96, 96))]
+    context: dict[int, list] = {0: [], 1: []}
+    for tex, (x, y) in zip(textures, corners):
+        for image, (dx, dy) in enumerate([(0, 0), (8, 4)]):
+            gray[image][y + dy:y + dy + 16, x + dx:x + dx + 16] = tex
+            context[image].append((x + dx, y + dy, x + dx + 16, y + dy + 16))
+    gray[1][76:92, 4:20] = textures[0]  # B2: the same texture out of place
+    context[1].append((4, 76, 20, 92))
+    parts = [Part(0, 0, context[0][0], 1.0), Part(1, 0, context[1][0], 1.0), Part(1, 1, context[1][5], 1.0)]
+    return gray, {i: np.array(b) for i, b in context.items()}, parts
+
+
+def test_matching_in_context_lets_the_geometric_vote_pick_the_part_that_appearance_cannot():
+    """P's two candidates in image 1 look the same (identical pixels, so identical HOG). Matched as
+    parts only, P has no neighbour to vote and both score alike; matched in context, P's neighbours
+    find their copies moved by (8, 4), so the copy in place (B1) wins and the other (B2) is discounted
+    (and B1's and B2's own neighbours in image 1 agree)."""
+    gray, context, parts = context_scene()
+    alone = similarity_matrix(gray, parts, patch=16, neighbours=5, sigma=0.1)
+    # a tie (in image 1 each copy's only neighbour is the other copy, whose vote points at the same P)
+    assert alone[0, 1] == pytest.approx(alone[0, 2]) and alone[0, 1] > 0.4
+    seen = similarity_matrix(gray, parts, patch=16, neighbours=5, sigma=0.1, context=context)
+    np.testing.assert_allclose(seen, seen.T)
+    assert seen[0, 1] > 0.99  # in place: identical appearance, geometric term 1 both ways
+    assert seen[0, 2] < 0.1 * seen[0, 1]  # out of place: the context votes against it
+    assert seen[1, 2] == 0.0  # two parts of one image
+    with pytest.raises(ValueError, match="not among"):
+        similarity_matrix(gray, parts, context={0: context[0], 1: context[1][:5]})
+
+
+def test_top_proposals_keep_selective_search_order_and_the_bound():
+    boxes = np.array([
+        [10, 10, 30, 30],    # 1st
+        [0, 0, 90, 90],      # above max_area (0.5 of 100 x 100): ignored
+        [50, 50, 54, 80],    # narrower than min_side: ignored
+        [60, 60, 130, 90],   # clipped to (60, 60, 100, 90): 2nd
+        [10, 10, 30, 30],    # a repeat: ignored
+        [20, 0, 40, 40],     # 3rd
+        [5, 5, 15, 15],      # 4th
+    ])
+    got = top_proposals(boxes, (100, 100), top_k=10, min_side=8, max_area=0.5)
+    assert got.tolist() == [[10, 10, 30, 30], [60, 60, 100, 90], [20, 0, 40, 40], [5, 5, 15, 15]]
+    assert top_proposals(boxes, (100, 100), top_k=2).tolist() == got[:2].tolist()
+    assert top_proposals(boxes, (100, 100), top_k=0).shape == (0, 4)
 
 
 def test_affinity_propagation_recovers_two_groups_across_images():
@@ -163,16 +219,20 @@ def test_settings_reject_unknown_keys():
         Settings.from_mapping({"proposal": {}})
     with pytest.raises(InputError, match="max_part"):
         Settings.from_mapping({"proposals": {"max_part": 3}})
+    with pytest.raises(InputError, match="context 'whole'.*image.*parts"):  # refused before the classifier loads
+        summarise("no/such/folder", "no_such_model", settings={"matching": {"context": "whole"}})
 
 
-QUICK = {"crisp": {"iterations": 4, "sparse_iterations": 2}, "min_images": 3}
+QUICK = {"crisp": {"iterations": 4, "sparse_iterations": 2}, "min_images": 3, "proposals": {"top_k": 60}}
 
 
 def test_pipeline_on_real_photos_resumes_without_recomputing_masks(tmp_path):
     """The bundled photos and the offline EfficientNet-Lite0, a few optimisation steps: every file is
-    written, and a rerun loads the masks instead of optimising them again."""
+    written, at most top_k proposals per image are matched in context, and a rerun loads the masks
+    instead of optimising them again (also the parts-only matching, from a shared mask folder)."""
     report = summarise("demo", "efficientnet_lite0", tmp_path, target=0, settings=QUICK, device="cpu", progress=False)
     assert len(report.images) >= 3 and report.class_id == 0 and report.class_name == "tench"
+    assert report.n_parts <= report.n_proposals <= 60 * len(report.images)
     masks = sorted((tmp_path / "masks").glob("*.npz"))
     assert len(masks) == len(report.images)
     stamps = [m.stat().st_mtime_ns for m in masks]
@@ -200,6 +260,10 @@ def test_pipeline_on_real_photos_resumes_without_recomputing_masks(tmp_path):
     again = summarise("demo", "efficientnet_lite0", tmp_path, target=0, settings=QUICK, device="cpu", progress=False)
     assert [m.stat().st_mtime_ns for m in masks] == stamps
     assert again.n_summaries == report.n_summaries and again.seconds["masks"] < report.seconds["masks"]
+    parts_only = summarise("demo", "efficientnet_lite0", tmp_path / "parts", target=0, device="cpu", progress=False,
+                           settings={**QUICK, "matching": {"context": "parts"}}, mask_dir=tmp_path / "masks")
+    assert [m.stat().st_mtime_ns for m in masks] == stamps and not (tmp_path / "parts" / "masks").exists()
+    assert parts_only.n_proposals == parts_only.n_parts  # only the parts were matched
     with pytest.raises(InputError, match="other settings"):
         summarise("demo", "efficientnet_lite0", tmp_path, target=1, settings=QUICK, device="cpu", progress=False)
 

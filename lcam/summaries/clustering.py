@@ -2,7 +2,9 @@
 
 * Affinity Propagation (scikit-learn, ``affinity="precomputed"``) on the class's similarity
   matrix; the preference (how readily a part becomes an exemplar) defaults to the median of the
-  similarities between parts of different images, scikit-learn's and the paper's default.
+  similarities between parts of different images. The paper gives no preference; this is
+  scikit-learn's default (the median of the input similarities) without the zeros that the matrix
+  holds between parts of one image.
 * A cluster is a candidate summary when its parts come from at least ``min_images`` images.
 * The paper's filter: a cluster whose median pairwise SSIM of its parts (grey patches, scikit-image)
   is below ``ssim_ratio`` (90%) of the class's global median SSIM (over pairs of parts from

@@ -1,17 +1,25 @@
-"""Step 3b of the visual summaries: match parts across images into one similarity matrix.
+"""Step 3b of the visual summaries: match proposals across images into one similarity matrix.
 
-The paper matches proposals with Proposal Flow (Ham et al., CVPR 2016), which is not on PyPI.
-This is its local-offset matching (LOM) on HOG descriptors:
+The paper matches the object proposals of the *whole images* with Proposal Flow (Ham et al., CVPR
+2016), so that the geometric vote sees each proposal's context, and keeps the proposals lying in
+crisp regions afterwards. Proposal Flow is not on PyPI; this is its local-offset matching (LOM) on
+HOG descriptors, computed over the ``context`` proposals of each pair of images (the top K of each
+image, :func:`lcam.summaries.proposals.top_proposals`) and read out for the kept parts:
 
-* appearance ``A(r, r')``: cosine similarity of the parts' HOG descriptors (scikit-image; each
-  part resized to ``patch x patch`` grey pixels), clipped at 0;
-* geometric consistency: a match ``r -> r'`` moves the part by the offset ``v(r, r')`` (centre
+* appearance ``A(r, r')``: cosine similarity of the proposals' HOG descriptors (scikit-image; each
+  box resized to ``patch x patch`` grey pixels), clipped at 0;
+* geometric consistency: a match ``r -> r'`` moves the box by the offset ``v(r, r')`` (centre
   displacement in image-size units, and log change of scale). Each neighbour ``q`` of ``r`` (its
-  ``neighbours`` nearest parts in the same image) votes with the offset of its own best
-  appearance match; the consensus ``v~(r)`` is the per-component median of the votes, and
+  ``neighbours`` nearest proposals of the same image's context, by centre distance) votes with the
+  offset of its own best appearance match among the other image's context proposals; the consensus
+  ``v~(r)`` is the per-component median of the votes, and
   ``g(r, r') = exp(-||v(r, r') - v~(r)||^2 / (2 sigma^2))``;
-* score ``A(r, r') g(r, r')``; the class matrix is symmetrised, ``(S + S^T) / 2``, and parts of one
-  image get 0 (a summary gathers a part across images).
+* score ``A(r, r') g(r, r')``; the class matrix over the kept parts is symmetrised,
+  ``(S + S^T) / 2``, and parts of one image get 0 (a summary gathers a part across images).
+
+Without ``context`` (``matching.context: parts``, the pipeline before issue 19) each image's
+context is its kept parts alone: with one or two parts per image the vote has no or one neighbour
+and the geometric term all but vanishes.
 
 Differences from Proposal Flow: one HOG descriptor per proposal instead of its choice of
 features, neighbours by centre distance instead of PF's spatial neighbourhood of boxes, the
@@ -20,7 +28,7 @@ flow field (only the proposal-to-proposal scores that the summaries use).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -47,10 +55,10 @@ def part_patch(gray: np.ndarray, part: Part, size: int) -> np.ndarray:
     return resize(gray[y1:y2, x1:x2], (size, size), anti_aliasing=True, mode="reflect")
 
 
-def _geometry(parts: Sequence[Part], shape: tuple[int, int]) -> np.ndarray:
-    """``(P, 3)``: centre x, centre y (image-size units) and log of sqrt(area) per part."""
+def _geometry(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``(P, 3)``: centre x, centre y (image-size units) and log of sqrt(area) per box ``(P, 4)``."""
     h, w = shape
-    b = np.array([p.box for p in parts], dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     cx = (b[:, 0] + b[:, 2]) / 2 / w
     cy = (b[:, 1] + b[:, 3]) / 2 / h
     scale = 0.5 * np.log(np.maximum(1.0, (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])) / (h * w))
@@ -84,23 +92,39 @@ def lom_scores(desc_a: np.ndarray, geo_a: np.ndarray, desc_b: np.ndarray, geo_b:
 
 
 def similarity_matrix(gray: Sequence[np.ndarray], parts: Sequence[Part], patch: int = 32, neighbours: int = 5,
-                      sigma: float = 0.15) -> np.ndarray:
+                      sigma: float = 0.15, context: Mapping[int, np.ndarray] | None = None) -> np.ndarray:
     """The class's symmetric part similarity ``(P, P)`` in [0, 1] (0 within an image), see the module docstring.
 
     Args:
         gray: the class's grey images ``(H, W)`` in [0, 1], indexed by ``Part.image``.
         parts: every part of the class.
+        context: per image, the proposals ``(K, 4)`` (``x1, y1, x2, y2``) matched in context; every
+            part's box must be one of its image's. ``None``: each image's parts are its context.
+
+    Raises:
+        ValueError: a part whose box is not among its image's context proposals.
     """
     p = len(parts)
     sim = np.zeros((p, p), dtype=np.float64)
     if p == 0:
         return sim
-    desc = hog_descriptors(gray, parts, patch)
     images = np.array([q.image for q in parts])
-    groups = {i: np.flatnonzero(images == i) for i in np.unique(images)}
-    geo = {i: _geometry([parts[j] for j in idx], gray[i].shape[:2]) for i, idx in groups.items()}
+    groups = {int(i): np.flatnonzero(images == i) for i in np.unique(images)}
+    if context is None:
+        context = {i: np.array([parts[j].box for j in idx]) for i, idx in groups.items()}
+    rows, desc, geo = {}, {}, {}
+    for i, idx in groups.items():
+        boxes = np.asarray(context[i], dtype=np.int64).reshape(-1, 4)
+        where = {tuple(int(v) for v in b): k for k, b in enumerate(boxes)}
+        missing = [parts[j].box for j in idx if tuple(parts[j].box) not in where]
+        if missing:
+            raise ValueError(f"Part(s) {missing[:3]} of image {i} are not among its {len(boxes)} context proposals")
+        rows[i] = np.array([where[tuple(parts[j].box)] for j in idx])
+        desc[i] = hog_descriptors(gray, [Part(i, -1, tuple(int(v) for v in b), 0.0) for b in boxes], patch)
+        geo[i] = _geometry(boxes, gray[i].shape[:2])
     for a, ia in groups.items():
         for b, ib in groups.items():
             if a != b:
-                sim[np.ix_(ia, ib)] = lom_scores(desc[ia], geo[a], desc[ib], geo[b], neighbours, sigma)
+                scores = lom_scores(desc[a], geo[a], desc[b], geo[b], neighbours, sigma)  # (K_a, K_b), all in context
+                sim[np.ix_(ia, ib)] = scores[np.ix_(rows[a], rows[b])]
     return (sim + sim.T) / 2.0

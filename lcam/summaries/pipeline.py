@@ -5,9 +5,12 @@
     report.n_summaries, report.summaries[0]["members"]
 
 Steps (REFERENCE section 5; one module each): crisp masks per image (:mod:`.masks`, cached and
-resumable) -> regions (:mod:`.regions`) -> selective-search proposals kept inside regions
-(:mod:`.proposals`) -> proposal matching into a similarity matrix (:mod:`.matching`) -> Affinity
-Propagation and the SSIM filter (:mod:`.clustering`) -> one sheet per summary (:mod:`.render`).
+resumable) -> regions (:mod:`.regions`) -> selective-search proposals of the whole image, the top
+``proposals.top_k`` of each (:mod:`.proposals`) -> those matched in context, every pair of images
+(:mod:`.matching`) -> the matched proposals kept inside regions (the paper's 75% and area-ratio-2
+rules), their similarity matrix read from the in-context scores -> Affinity Propagation and the SSIM
+filter (:mod:`.clustering`) -> one sheet per summary (:mod:`.render`). ``matching.context: parts``
+restores the order before issue 19 (keep the parts first, match only them).
 
 Written to ``output_dir``: ``masks/`` (one ``.npz`` per image), ``summary_<k>.png``,
 ``overview.png`` (a row per summary), ``summaries.json`` (class, settings, timings, every summary
@@ -37,7 +40,7 @@ from lcam.io import InputError, atomic_write, save_image_atomic, write_csv_atomi
 from lcam.summaries.clustering import affinity_clusters, filter_clusters, global_median_ssim
 from lcam.summaries.masks import MaskCache, crisp_masks
 from lcam.summaries.matching import part_patch, similarity_matrix
-from lcam.summaries.proposals import Part, parts_in_regions, selective_search
+from lcam.summaries.proposals import Part, parts_in_regions, selective_search, top_proposals
 from lcam.summaries.regions import find_regions
 from lcam.summaries.render import part_panel, summary_sheet
 from lcam.viz import panel_grid
@@ -54,9 +57,12 @@ class Settings:
     Attributes:
         crisp: settings of the ``crisp`` explainer (300 + 150 iterations by default).
         region_threshold, min_region_area: see :func:`~lcam.summaries.regions.find_regions`.
-        proposals: ``mode`` (fast | quality), ``max_proposals`` and the filters of
+        proposals: ``mode`` (fast | quality), ``max_proposals``, ``top_k`` (proposals per image matched
+            in context, :func:`~lcam.summaries.proposals.top_proposals`) and the filters of
             :func:`~lcam.summaries.proposals.parts_in_regions`.
-        matching: ``patch``, ``neighbours``, ``sigma`` (:mod:`~lcam.summaries.matching`).
+        matching: ``context`` (``image``: match the top-K proposals of the whole images, then keep
+            the parts; ``parts``: keep the parts, then match only them, the pipeline before issue 19,
+            which ignores ``top_k``), ``patch``, ``neighbours``, ``sigma`` (:mod:`~lcam.summaries.matching`).
         clustering: ``damping``, ``preference``, ``min_images``, ``ssim_ratio``, ``ssim_patch``.
         min_agreement: the smallest share of images whose top-1 class is the summarised class
             when ``target`` is not given (below it the folder is "mixed classes").
@@ -67,9 +73,10 @@ class Settings:
     region_threshold: float = 0.3
     min_region_area: float = 0.005
     proposals: dict[str, Any] = field(default_factory=lambda: {
-        "mode": "fast", "max_proposals": 2000, "min_overlap": 0.75, "area_ratio": 2.0, "duplicate_overlap": 0.5,
+        "mode": "fast", "max_proposals": 2000, "top_k": 500, "min_overlap": 0.75, "area_ratio": 2.0, "duplicate_overlap": 0.5,
         "min_side": 8, "max_area": 0.5, "max_parts": 20})
-    matching: dict[str, Any] = field(default_factory=lambda: {"patch": 32, "neighbours": 5, "sigma": 0.15})
+    matching: dict[str, Any] = field(default_factory=lambda: {
+        "context": "image", "patch": 32, "neighbours": 5, "sigma": 0.15})
     clustering: dict[str, Any] = field(default_factory=lambda: {
         "damping": 0.7, "preference": None, "min_images": 2, "ssim_ratio": 0.9, "ssim_patch": 64})
     min_agreement: float = 0.5
@@ -102,7 +109,9 @@ class SummaryReport:
         images: names of the images used (readable ones); skipped: ``(file, error)`` of the others.
         summaries: per surviving summary, ``{"index", "members": [{"file", "box", "region"}], "images",
             "ssim", "figure"}``.
-        n_parts, n_clusters: parts matched, clusters before the filters; global_ssim: the class median.
+        n_parts, n_clusters: parts clustered, clusters before the filters; global_ssim: the class median.
+        n_proposals: proposals matched (in context: at most ``top_k`` per image with parts; with
+            ``matching.context: parts``: the parts).
         mean_drop: mean crisp-mask drop (the paper's metric); seconds: wall time per step.
     """
 
@@ -117,6 +126,7 @@ class SummaryReport:
     seconds: dict[str, float]
     output_dir: str
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    n_proposals: int = 0
 
     @property
     def n_summaries(self) -> int:
@@ -159,7 +169,7 @@ def _choose_class(probs: torch.Tensor, classes: ClassSpace, target: Any, min_agr
 def summarise(inputs: Images, model: Any = "efficientnet_lite0", output_dir: str | Path = "summaries",
               target: Any = None, settings: Settings | Mapping[str, Any] | None = None, device: Any = None,
               resize: int | None = 224, crop: int | None = 224, batch_size: int = 8, seed: int = 0,
-              progress: bool = True) -> SummaryReport:
+              progress: bool = True, mask_dir: str | Path | None = None) -> SummaryReport:
     """Visual summaries of one class from a folder (or list) of its images.
 
     Args:
@@ -171,12 +181,15 @@ def summarise(inputs: Images, model: Any = "efficientnet_lite0", output_dir: str
         settings: :class:`Settings` or a mapping of its fields.
         resize, crop: shorter side and centre crop of every image (pixels).
         batch_size: images whose crisp masks are optimised together.
-        seed: Affinity Propagation's and the SSIM sampling's seed.
+        seed: selective search's ranking's, Affinity Propagation's and the SSIM sampling's seed.
+        mask_dir: where the crisp masks are cached (default ``output_dir/masks``); runs that differ only
+            after the masks (e.g. ``matching.context``) can share one.
 
     Raises:
         InputError: too few readable images, mixed classes, masks cached with other settings.
     """
     s = settings if isinstance(settings, Settings) else Settings.from_mapping(settings)
+    _context_mode(s.matching["context"])  # before the minutes of crisp masks
     out = Path(output_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
@@ -201,7 +214,7 @@ def summarise(inputs: Images, model: Any = "efficientnet_lite0", output_dir: str
         cls = _choose_class(probs, classes, target, s.min_agreement)
         class_name = classes.names[cls] if classes.names else str(cls)
         spec = backbone.spec.to_dict() if backbone.spec is not None else {"model": type(backbone.model).__name__}
-        cache = MaskCache(out / "masks", {"backbone": spec, "class": cls, "size": list(images.shape[-2:]),
+        cache = MaskCache(Path(mask_dir).expanduser() if mask_dir is not None else out / "masks", {"backbone": spec, "class": cls, "size": list(images.shape[-2:]),
                                           "crisp": s.crisp})
         explainer = build_explainer({"name": "crisp", **s.crisp}, backbone)
         seconds["load"] = time.perf_counter() - t0
@@ -223,17 +236,27 @@ def _summaries_from_masks(keep: list, images: torch.Tensor, results: list, cls: 
     rgb = [x.permute(1, 2, 0).numpy().astype(np.float64) for x in images]  # (H, W, 3) in [0, 1]
     gray = [im @ np.array([0.299, 0.587, 0.114]) for im in rgb]
     prop = dict(s.proposals)
-    mode, max_props = prop.pop("mode"), prop.pop("max_proposals")
-    regions, parts = [], []
+    mode, max_props, top_k = prop.pop("mode"), prop.pop("max_proposals"), prop.pop("top_k")
+    match = dict(s.matching)
+    in_context = _context_mode(match.pop("context")) == "image"
+    regions, parts, context = [], [], {}
     for i, (im, res) in enumerate(zip(rgb, results)):
         regs = find_regions(res.mask, i, s.region_threshold, s.min_region_area)
         regions.append(regs)
         if regs:
-            boxes = selective_search((im * 255).round().astype(np.uint8), mode, max_props)
-            parts.extend(parts_in_regions(boxes, regs, **prop))
+            boxes = selective_search((im * 255).round().astype(np.uint8), mode, max_props, seed=seed)
+            if in_context:
+                boxes = top_proposals(boxes, im.shape[:2], top_k, prop["min_side"], prop["max_area"])
+            kept_here = parts_in_regions(boxes, regs, **prop)
+            if kept_here:
+                context[i] = boxes
+            parts.extend(kept_here)
     seconds["proposals"] = time.perf_counter() - t
     t = time.perf_counter()
-    sim = similarity_matrix(gray, parts, **s.matching)
+    sim = similarity_matrix(gray, parts, context=context if in_context else None, **match)
+    n_proposals = sum(len(b) for b in context.values()) if in_context else len(parts)
+    seconds["matching"] = time.perf_counter() - t
+    t = time.perf_counter()
     part_images = np.array([p.image for p in parts], dtype=np.int64)
     c = dict(s.clustering)
     clusters = affinity_clusters(sim, part_images, c["preference"], c["damping"], seed=seed)
@@ -244,12 +267,19 @@ def _summaries_from_masks(keep: list, images: torch.Tensor, results: list, cls: 
     names = [it.name for it in keep]
     summaries = _write(out, rgb, regions, parts, kept, names, class_name, [it.file for it in keep])
     report = SummaryReport(cls, class_name, names, summaries, len(parts), len(clusters), global_ssim,
-                           float(np.mean([r.drop for r in results])), seconds, str(out), skipped)
+                           float(np.mean([r.drop for r in results])), seconds, str(out), skipped, n_proposals)
     with atomic_write(out / "summaries.json", "w") as f:
         json.dump({**asdict(report), "settings": asdict(s), "n_summaries": report.n_summaries,
                    "clusters_dropped": [{"members": len(k.members), "images": len(k.images), "reason": k.reason}
                                         for k in clusters if not k.kept]}, f, indent=1, default=float)
     return report
+
+
+def _context_mode(value: Any) -> str:
+    """``matching.context``, checked."""
+    if value not in ("image", "parts"):
+        raise InputError(f"Unknown matching context {value!r}; valid: ['image', 'parts']")
+    return str(value)
 
 
 def _write(out: Path, rgb: list, regions: list, parts: list[Part], kept: list, names: list[str], class_name: str,
