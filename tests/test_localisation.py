@@ -331,3 +331,36 @@ def test_pointing_tolerance_is_measured_in_stored_image_pixels():
     pg = metric.per_image(images, maps, targets, boxes, torch.tensor([0.5, 0.2]))["PG"]
     assert pg.tolist() == [100.0, 0.0]
     assert metric.per_image(images, maps, targets, boxes)["PG"].tolist() == [100.0, 100.0]
+
+
+def test_localisation_is_cued_by_the_label_unless_told_top1(tmp_path):
+    """Labels that are not the prediction: ``localisation.target=label`` explains them (and the maps
+    and box columns change), ``top1`` explains the prediction; AD/IC explain the prediction in both."""
+    from lcam.data.demo import demo_photos
+    from lcam.evaluation.records import read_records
+    from lcam.evaluation.run import run_evaluation
+    from tests.helpers import compose_train
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    boxes, labels = [], []
+    for i, (name, img) in enumerate(demo_photos()[:4]):
+        img.save(folder / f"{name}.png")
+        w, h = img.size
+        boxes.append(f"{name}.png {0.1 * w:.1f} {0.1 * h:.1f} {0.4 * w:.1f} {0.5 * h:.1f}")
+        labels.append(f"{name}.png {[1, 300, 600, 900][i]}")  # classes the photos do not show
+    (tmp_path / "boxes.txt").write_text("\n".join(boxes) + "\n")
+    (tmp_path / "labels.txt").write_text("\n".join(labels) + "\n")
+    common = ["logger=csv", "data=folder", f"data.root={folder}", f"data.val_root={folder}",
+              f"data.val_list={tmp_path / 'labels.txt'}", "data.resize=72", "data.crop=64", "data.batch_size=4",
+              "data.num_workers=0", "explainer=gradcam", "progress=false", "figure_images=0", f"boxes={tmp_path / 'boxes.txt'}"]
+    out = {}
+    for cue in ("label", "top1"):
+        run_evaluation(compose_train([*common, f"localisation.target={cue}"], tmp_path / cue, config_name="evaluate"))
+        out[cue] = {r["index"]: r for r in read_records(tmp_path / cue)}
+    for i in range(4):
+        lab, top = out["label"][i], out["top1"][i]
+        assert lab["loc_target"] == lab["label"] == [1, 300, 600, 900][i] and top["loc_target"] == top["target"]
+        assert lab["target"] == top["target"] != lab["label"]  # AD/IC: the prediction in both runs
+        assert lab["AD100"] == top["AD100"]
+    assert any(out["label"][i]["EPG"] != pytest.approx(out["top1"][i]["EPG"]) for i in range(4))
