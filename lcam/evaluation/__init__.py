@@ -4,3 +4,5 @@ from lcam.evaluation.evaluator import ExplainerEvaluator
 from lcam.evaluation.report import to_markdown, write_tables
 
 __all__ = ["ExplainerEvaluator", "ForwardCounter", "to_markdown", "write_tables"]
+
+from lcam.evaluation import sanity as _sanity  # noqa: E402,F401 - registers the randomisation checks' report (results.md)
