@@ -101,9 +101,9 @@ def keyed_normal(shape: Sequence[int], seed: int, keys: Sequence[Sequence[int]],
     to ``dtype``). A row depends on its key only, never on the other rows."""
     device = torch.device(device)
     gen = torch.Generator(device=device)
-    rows = [torch.randn(tuple(shape), generator=gen.manual_seed(keyed_seed(seed, *key)), device=device)
-            for key in keys]
-    out = torch.stack(rows) if rows else torch.empty((0, *shape), device=device)
+    out = torch.empty((len(keys), *shape), device=device)
+    for row, key in zip(out, keys):  # each row in place: the same numbers as torch.randn(shape, generator=gen)
+        row.normal_(generator=gen.manual_seed(keyed_seed(seed, *key)))
     return out.to(dtype)
 
 
