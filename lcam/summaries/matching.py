@@ -114,7 +114,7 @@ def similarity_matrix(gray: Sequence[np.ndarray], parts: Sequence[Part], patch: 
         context = {i: np.array([parts[j].box for j in idx]) for i, idx in groups.items()}
     rows, desc, geo = {}, {}, {}
     for i, idx in groups.items():
-        boxes = np.asarray(context[i], dtype=np.int64).reshape(-1, 4)
+        boxes = np.asarray(context.get(i, ()), dtype=np.int64).reshape(-1, 4)
         where = {tuple(int(v) for v in b): k for k, b in enumerate(boxes)}
         missing = [parts[j].box for j in idx if tuple(parts[j].box) not in where]
         if missing:
