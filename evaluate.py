@@ -10,13 +10,13 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from lcam.cli_args import prepare_cli
 from lcam.evaluation.run import run_evaluation
-from lcam.tasks import entry_point
+from lcam.runtime.cli_args import prepare_cli
+from lcam.runtime.tasks import entry_point
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
-@entry_point  # user errors: one short message; W&B closed even on failure (lcam.tasks)
+@entry_point  # user errors: one short message; W&B closed even on failure (lcam.runtime.tasks)
 def main(cfg: DictConfig) -> None:
     if cfg.get("detector"):  # a detector config (+experiment=drise_demo): D-RISE evaluation
         from lcam.detection.evaluate import run_detection_evaluation

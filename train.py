@@ -9,13 +9,13 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from lcam.cli_args import prepare_cli
-from lcam.tasks import entry_point
-from lcam.training import run_training
+from lcam.model.training import run_training
+from lcam.runtime.cli_args import prepare_cli
+from lcam.runtime.tasks import entry_point
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-@entry_point  # user errors: one short message; W&B closed even on failure (lcam.tasks)
+@entry_point  # user errors: one short message; W&B closed even on failure (lcam.runtime.tasks)
 def main(cfg: DictConfig) -> float | None:
     metrics = run_training(cfg)
     # the value Hydra's Optuna sweeper minimises

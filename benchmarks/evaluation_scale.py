@@ -75,7 +75,7 @@ def records_cost(tmp: Path) -> tuple[float, float, int]:
 
 
 def main() -> None:
-    from lcam.allocator import tune_cpu_allocator
+    from lcam.runtime.allocator import tune_cpu_allocator
 
     tune_cpu_allocator()
     lines = ["## evaluate.py at scale: records, processes, memory", "",

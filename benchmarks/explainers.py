@@ -62,8 +62,8 @@ from torch import Tensor, nn  # noqa: E402
 from lcam.backbones import FrozenClassifier, build_backbone  # noqa: E402
 from lcam.evaluation import ForwardCounter  # noqa: E402
 from lcam.explainers import EXPLAINERS, build_explainer, missing_settings  # noqa: E402
-from lcam.heads import AttentionHead  # noqa: E402
 from lcam.maps import minmax_normalize  # noqa: E402
+from lcam.model.heads import AttentionHead  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

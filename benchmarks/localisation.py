@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Subset
+from torchmetrics import MetricCollection
 from torchvision import transforms as T
 
 from benchmarks.leaderboard import METHODS as LEADERBOARD_METHODS
@@ -34,8 +35,6 @@ from lcam.data.boxes import BoxedDataset
 from lcam.data.datasets import ImageListDataset, read_list_file
 from lcam.data.transforms import eval_transform
 from lcam.explainers import build_explainer
-from torchmetrics import MetricCollection
-
 from lcam.metrics import (
     EnergyPointingGame,
     LocalisationMetrics,

@@ -4,7 +4,7 @@
     model = LCAM.load_from_checkpoint("run/checkpoints/last.ckpt")
     result = model.explain(images)                        # or lcam.explain("vgg16", images, method="gradcam")
 
-On CPU, ``lcam.tune_cpu_allocator()`` makes masked passes ~2x faster (see :mod:`lcam.allocator`).
+On CPU, ``lcam.tune_cpu_allocator()`` makes masked passes ~2x faster (see :mod:`lcam.runtime.allocator`).
 Heavy modules load on first use (``import lcam`` alone stays cheap).
 """
 from __future__ import annotations
@@ -17,13 +17,13 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:  # pragma: no cover
     from lcam import explain
     from lcam.explain.result import Explanation
-    from lcam.module import LCAM
+    from lcam.model.module import LCAM
 
 __all__ = ["LCAM", "Explanation", "__version__", "explain", "load_checkpoint", "tune_cpu_allocator"]
 
-_LAZY = {"LCAM": ("lcam.module", "LCAM"), "Explanation": ("lcam.explain.result", "Explanation"),
-         "load_checkpoint": ("lcam.module", "load_lcam_checkpoint"),
-         "tune_cpu_allocator": ("lcam.allocator", "tune_cpu_allocator")}
+_LAZY = {"LCAM": ("lcam.model.module", "LCAM"), "Explanation": ("lcam.explain.result", "Explanation"),
+         "load_checkpoint": ("lcam.model.module", "load_lcam_checkpoint"),
+         "tune_cpu_allocator": ("lcam.runtime.allocator", "tune_cpu_allocator")}
 
 
 def __getattr__(name: str) -> Any:

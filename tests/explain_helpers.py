@@ -15,7 +15,7 @@ _CACHE: dict[str, object] = {}
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """``last.ckpt`` of a 1-epoch demo run at 96 px (made once per test session, ~10 s)."""
     if "ckpt" not in _CACHE:
-        from lcam.training import run_training
+        from lcam.model.training import run_training
 
         out = tmp_path_factory.mktemp("explain_ckpt")
         cfg = compose_train([*TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=1", "~callbacks.overlay_grid",

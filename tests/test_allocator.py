@@ -28,7 +28,7 @@ def test_opt_out_and_users_own_malloc_settings_win():
 
 
 def test_entry_points_apply_it():
-    code = ("import sys; from lcam.cli_args import prepare_cli; from lcam.allocator import _state; "
+    code = ("import sys; from lcam.runtime.cli_args import prepare_cli; from lcam.runtime.allocator import _state; "
             "prepare_cli(['x']); print(_state)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "'done'" in out

@@ -8,9 +8,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from lcam.heads import AttentionHead
 from lcam.maps import normalize_then_upsample
-from lcam.module import LCAM
+from lcam.model.heads import AttentionHead
+from lcam.model.module import LCAM
 
 
 def test_rescale_keeps_every_class_map_and_moves_the_sigmoid():

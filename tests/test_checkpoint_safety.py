@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lcam import LCAM
-from lcam.checkpoint import CheckpointError, read_checkpoint
+from lcam.model.checkpoint import CheckpointError, read_checkpoint
 from tests.explain_helpers import tiny_checkpoint, tiny_model
 
 

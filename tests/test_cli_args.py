@@ -9,9 +9,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import OverrideParseException
 
-from lcam.cli_args import expand_home
 from lcam.data.workers import available_cpus, resolve_num_workers
-from lcam.quiet import silence_known_noise
+from lcam.runtime.cli_args import expand_home
+from lcam.runtime.quiet import silence_known_noise
 from tests.helpers import CONF_DIR
 
 

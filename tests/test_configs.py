@@ -8,7 +8,7 @@ from pathlib import Path
 
 import tomllib
 
-from lcam.configs import backbone_preset, backbone_presets, config_dir
+from lcam.runtime.configs import backbone_preset, backbone_presets, config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ def test_backbone_presets_follow_their_defaults():
 def test_presets_work_from_another_directory(tmp_path):
     """From a temporary directory with the package on the path (as installed): no conf/ beside the cwd."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    code = "import lcam.configs as c; print(c.config_dir()); print(c.backbone_preset('vgg16')['layer'])"
+    code = "import lcam.runtime.configs as c; print(c.config_dir()); print(c.backbone_preset('vgg16')['layer'])"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-1500:]
     assert out.stdout.split() == [str(config_dir()), "features.29"]

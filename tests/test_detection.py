@@ -12,8 +12,7 @@ import torch
 from lcam.detection.base import Detections, postprocess, top_score_vectors
 from lcam.detection.darknet import YOLOV3_TINY_CFG, DarknetNet, MaxPoolDarknet, YOLOv3Tiny, opencv_darknet_outputs, parse_cfg
 from lcam.detection.weights import DetectorWeightsError, yolov3_tiny_files
-from lcam.io import InputError
-
+from lcam.runtime.io import InputError
 
 
 def camera_photo() -> torch.Tensor:

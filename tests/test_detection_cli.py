@@ -143,9 +143,8 @@ def test_ground_truth_file(tmp_path):
 
 
 def test_evaluation_runner_writes_table_and_figures(photos, tmp_path):
-    from tests.helpers import compose_train
-
     from lcam.detection.evaluate import run_detection_evaluation
+    from tests.helpers import compose_train
 
     gt = tmp_path / "gt.txt"
     gt.write_text("camera 0 20 150 256 person\n")

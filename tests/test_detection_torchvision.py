@@ -5,7 +5,12 @@ import pytest
 import torch
 import torchvision
 
-from lcam.detection.torchvision_models import FasterRCNNDetector, TorchvisionDetector, build_torchvision_model, torchvision_detector
+from lcam.detection.torchvision_models import (
+    FasterRCNNDetector,
+    TorchvisionDetector,
+    build_torchvision_model,
+    torchvision_detector,
+)
 from lcam.detection.weights import DetectorWeightsError
 
 SMALL = dict(min_size=96, max_size=128)

@@ -11,7 +11,7 @@ How the DDP run is made comparable with one process:
 * 8 training images, one optimizer step in both runs: the single process accumulates 8 batches,
   each of the 2 DDP processes accumulates 4 and the gradients are averaged across them;
 * all 9 validation photos, an odd number: Lightning's DistributedSampler pads rank 1's shard with
-  a repeat of photo 0 (5 + 5 = 10), and the module drops that padding (lcam.distributed), so every
+  a repeat of photo 0 (5 + 5 = 10), and the module drops that padding (lcam.runtime.distributed), so every
   photo is counted exactly once, as in the single process (IC values are multiples of 100/9);
 * one intra-op thread in every process (DDP on CPU uses ``cpu_count // processes`` = 1 here).
 
@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lcam.training import run_training
+from lcam.model.training import run_training
 from tests.helpers import compose_train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,7 +141,7 @@ def test_real_samples_cover_the_set_exactly_once(n, world, shuffle):
     """The first real_samples() indices of each rank's padded shard are a partition of the set."""
     from torch.utils.data import DistributedSampler
 
-    from lcam.distributed import RealSampleCounter, real_samples
+    from lcam.runtime.distributed import RealSampleCounter, real_samples
 
     data = list(range(n))
     seen: list[int] = []
@@ -166,7 +166,7 @@ def test_real_samples_cover_the_set_exactly_once(n, world, shuffle):
 def test_find_resume_checkpoint_takes_the_newest_of_last_and_hpc(tmp_path):
     from omegaconf import OmegaConf
 
-    from lcam.resume import find_resume_checkpoint
+    from lcam.model.resume import find_resume_checkpoint
 
     cfg = OmegaConf.create({"resume": "auto", "paths": {"output_dir": str(tmp_path)}})
     assert find_resume_checkpoint(cfg) is None  # first start

@@ -9,11 +9,10 @@ import torch
 
 from lcam.evaluation import ExplainerEvaluator, ForwardCounter
 from lcam.evaluation.report import to_markdown
-from lcam.evaluation.run import run_evaluation
-from lcam.evaluation.run import latest_checkpoint
+from lcam.evaluation.run import latest_checkpoint, run_evaluation
 from lcam.explainers import build_explainer
-from lcam.module import LCAM
-from lcam.training import run_training
+from lcam.model.module import LCAM
+from lcam.model.training import run_training
 from tests.helpers import TINY, compose_train
 
 EVAL_TINY = ["logger=csv", "data.resize=110", "data.crop=96", "data.batch_size=5", "figure_images=3",

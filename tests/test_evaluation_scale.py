@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import torch
 
-from lcam.errors import UserError
 from lcam.evaluation.records import read_records
 from lcam.evaluation.run import run_evaluation
+from lcam.runtime.errors import UserError
 from tests.helpers import compose_train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,11 +7,11 @@ import torch
 from PIL import Image
 
 import lcam
-from lcam.analysis import class_specific_view, method_comparison, misclassification_view
 from lcam.data import demo_photos
 from lcam.data.transforms import eval_transform as make_transform
 from lcam.evaluation import ForwardCounter
 from lcam.explain import Explanation, make_engine
+from lcam.explain.analysis import class_specific_view, method_comparison, misclassification_view
 from lcam.explain.inputs import InputError
 from tests.explain_helpers import tiny_model
 

@@ -14,12 +14,12 @@ import torch
 from PIL import Image
 
 import lcam.explainers.learned
-from lcam.checkpoint import CheckpointError
 from lcam.data import demo_photos
 from lcam.explain import cli
 from lcam.explain.cli import run_explain
 from lcam.explain.inputs import InputError
 from lcam.explain.result import slug
+from lcam.model.checkpoint import CheckpointError
 from tests.explain_helpers import compose_explain, tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

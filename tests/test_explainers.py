@@ -20,7 +20,7 @@ from lcam.explainers import (
     build_explainer,
     missing_settings,
 )
-from lcam.heads import AttentionHead
+from lcam.model.heads import AttentionHead
 
 SIZE = 32
 # Regions of the synthetic classifier, in pixels (features are pooled by 4: cells 1:3 and 5:7).

@@ -20,9 +20,9 @@ from lcam.detection.base import Detections, Detector
 from lcam.detection.drise import DRISE
 from lcam.explainers import SSCAM1, SSCAM2, CrispMask, GuidanceMapCAM, LCAMExplainer
 from lcam.explainers.base import make_generator
-from lcam.heads import AttentionHead
 from lcam.maps import blur
 from lcam.metrics.road import ROAD, road_scores
+from lcam.model.heads import AttentionHead
 from tests.test_explainers import random_model, reference_activations_and_gradients
 
 SIZE = 32

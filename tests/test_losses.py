@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lcam.heads import AttentionHead, select_class
-from lcam.losses import LCAMLoss, area_term, total_variation
+from lcam.model.heads import AttentionHead, select_class
+from lcam.model.losses import LCAMLoss, area_term, total_variation
 
 
 def test_total_variation_hand_computed():

@@ -7,7 +7,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lcam.backbones import FrozenClassifier
-from lcam.module import LCAM
+from lcam.model.module import LCAM
 
 EFFNET = {"name": "tf_efficientnet_lite0", "source": "timm", "weights": "imagenet"}
 

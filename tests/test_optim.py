@@ -1,4 +1,4 @@
-"""lcam.optim: the head's optimiser and schedule from ``_target_`` entries (model.optimizer / model.scheduler)."""
+"""lcam.model.optim: the head's optimiser and schedule from ``_target_`` entries (model.optimizer / model.scheduler)."""
 from __future__ import annotations
 
 import logging
@@ -6,7 +6,7 @@ import logging
 import pytest
 import torch
 
-from lcam.optim import build_optimizer, build_scheduler
+from lcam.model.optim import build_optimizer, build_scheduler
 from tests.helpers import compose_train
 
 #: the keys a checkpoint written before ``_target_`` existed holds (hyper_parameters["optimizer"/"scheduler"])

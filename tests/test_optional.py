@@ -1,4 +1,4 @@
-"""Start-up checks of optional dependencies (lcam.optional): a broken or shadowed package fails
+"""Start-up checks of optional dependencies (lcam.runtime.optional): a broken or shadowed package fails
 within a second, before any model is loaded, naming the pip commands that repair it.
 
 The broken environments are simulated in-process (``sys.modules`` / attributes): these test the
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from lcam.optional import FEATURES, OPENCV_REPAIR, MissingDependency, check, require
+from lcam.runtime.optional import FEATURES, OPENCV_REPAIR, MissingDependency, check, require
 
 ROOT = Path(__file__).resolve().parents[1]
 

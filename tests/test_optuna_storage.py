@@ -74,7 +74,7 @@ def test_sqlite_study_is_created_then_resumed(tmp_path, monkeypatch):
 def test_resumable_sampler_is_tpe_with_its_seed_on_a_fresh_study():
     from optuna.samplers import TPESampler
 
-    from lcam.sweep_sampler import ResumableTPESampler
+    from lcam.model.sweep_sampler import ResumableTPESampler
 
     def points(sampler, n=4, skip=0):
         study = optuna.create_study(sampler=sampler)

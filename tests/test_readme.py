@@ -21,7 +21,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from lcam.cli_args import expand_home
+from lcam.runtime.cli_args import expand_home
 from tests.helpers import CONF_DIR
 
 README = Path(__file__).resolve().parents[1] / "README.md"

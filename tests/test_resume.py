@@ -1,4 +1,4 @@
-"""lcam.resume: a resumed run keeps its history (metrics CSV, W&B run id); a finished run is not resumed."""
+"""lcam.model.resume: a resumed run keeps its history (metrics CSV, W&B run id); a finished run is not resumed."""
 from __future__ import annotations
 
 import csv
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lcam.resume import ResumeState, RunCompleteError, check_not_finished, keep_metrics_history
+from lcam.model.resume import ResumeState, RunCompleteError, check_not_finished, keep_metrics_history
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -48,8 +48,8 @@ class SobelEdges(Explainer):
 
 @pytest.fixture(scope="module")
 def photos() -> Tensor:
-    from PIL import Image
     import torchvision.transforms.functional as TF
+    from PIL import Image
 
     from lcam.data.demo import demo_photos
 
@@ -160,7 +160,7 @@ def test_rebind_equals_building_from_settings(effnet, photos) -> None:
 
 def test_lcam_gets_a_random_head_step(effnet, photos) -> None:
     from lcam.explainers import LCAMExplainer
-    from lcam.heads import AttentionHead
+    from lcam.model.heads import AttentionHead
 
     images = photos[:3]
     head = AttentionHead(effnet.feature_channels, effnet.num_classes)
@@ -198,7 +198,7 @@ def test_evaluate_sanity_experiment(tmp_path) -> None:
                          f"+metrics.sanity.figure_dir={tmp_path}/sanity"], tmp_path, config_name="evaluate")
     run_evaluation(cfg)
     text = (tmp_path / "results.md").read_text()
-    assert "Sanity checks: model parameter randomisation" in text and "| Grad-CAM | cascade:features.3 |" in text
+    assert "Sanity checks: model parameter randomisation" in text and "| Grad-CAM | cascade:" in text
     assert (tmp_path / "sanity_curves.png").is_file() and (tmp_path / "sanity.png").is_file()
     rows = (tmp_path / "sanity.csv").read_text().splitlines()
     assert rows[0] == "method,kind,step,measure,images,mean,low,high" and len(rows) == 1 + 2 * 3

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from lcam.io import InputError
+from lcam.runtime.io import InputError
 from lcam.summaries import Settings, summarise
 from lcam.summaries.clustering import Cluster, affinity_clusters, filter_clusters, global_median_ssim
 from lcam.summaries.masks import CrispResult, MaskCache
@@ -269,8 +269,8 @@ def test_pipeline_on_real_photos_resumes_without_recomputing_masks(tmp_path):
 
 
 def test_cli_says_in_one_line_when_a_folder_cannot_be_summarised(tmp_path):
-    from skimage import data
     from PIL import Image
+    from skimage import data
 
     few = tmp_path / "few"
     few.mkdir()

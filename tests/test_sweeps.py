@@ -34,7 +34,7 @@ def run_train(args: list[str], timeout: float = 400) -> subprocess.CompletedProc
 @pytest.mark.slow
 def test_optuna_sweep_of_ddp_trials_saves_best_and_groups_wandb_runs(tmp_path):
     """2 Optuna trials, each trained by 2 DDP processes on the CPU: every trial starts its own
-    rank-1 process that runs that trial only, in run mode, in the trial's folder (lcam.launch);
+    rank-1 process that runs that trial only, in run mode, in the trial's folder (lcam.runtime.launch);
     every trial is one W&B run, all in one W&B group; the best trial is printed and saved."""
     sweep = tmp_path / "optuna"
     out = run_train(["-m", "hparams_search=lcam_optuna", "hydra.sweeper.n_trials=2", *TINY_TRIAL, "data.batch_size=2",
@@ -86,7 +86,7 @@ def test_optuna_search_space_composes(tmp_path):
 
 
 def test_wandb_group_is_null_outside_a_multirun(tmp_path):
-    import lcam.launch  # noqa: F401 - registers ${sweep_group:...} (lcam.training imports it)
+    import lcam.runtime.launch  # noqa: F401 - registers ${sweep_group:...} (lcam.model.training imports it)
 
     cfg = compose_train(["logger=wandb"], tmp_path)
     assert cfg.logger.wandb.group is None

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lcam.explainers.targets import Box, ClassSpace, TargetPlan, class_ids, parse_targets
-from lcam.io import InputError
+from lcam.runtime.io import InputError
 
 NAMES = ["cat", "dog", "tiger cat", "car", "bus"]
 SPACE = ClassSpace.of(5, NAMES)

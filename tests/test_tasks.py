@@ -1,4 +1,4 @@
-"""lcam.tasks / lcam.errors: one short message for user errors, tracebacks for bugs, W&B closed on failure."""
+"""lcam.runtime.tasks / lcam.runtime.errors: one short message for user errors, tracebacks for bugs, W&B closed on failure."""
 from __future__ import annotations
 
 import hydra
@@ -7,8 +7,8 @@ import torch
 from omegaconf import OmegaConf
 
 from lcam.data.unreadable import SKIPPED, Unreadable
-from lcam.errors import user_error_message
-from lcam.tasks import REPORT_FILE, entry_point, task_wrapper
+from lcam.runtime.errors import user_error_message
+from lcam.runtime.tasks import REPORT_FILE, entry_point, task_wrapper
 
 
 def run_cfg(out):
@@ -68,7 +68,7 @@ def test_bugs_and_hydra_full_error_keep_the_traceback(tmp_path, monkeypatch):
 
 
 def test_which_errors_are_the_users():
-    from lcam.optim import build_optimizer
+    from lcam.model.optim import build_optimizer
 
     with pytest.raises(ValueError) as err:  # raised by lcam: names the key
         build_optimizer({"_target_": "torch.optim.Nope"}, [torch.nn.Parameter(torch.ones(1))], [])

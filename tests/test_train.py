@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from lcam.data import demo_photos
-from lcam.resume import RunCompleteError
-from lcam.training import run_training
+from lcam.model.resume import RunCompleteError
+from lcam.model.training import run_training
 from tests.helpers import TINY, compose_train
 
 ROOT = Path(__file__).resolve().parents[1]

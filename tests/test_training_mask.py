@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lcam.losses import LCAMLoss
 from lcam.maps import upsample
-from lcam.module import LCAM
+from lcam.model.losses import LCAMLoss
+from lcam.model.module import LCAM
 
 
 @pytest.mark.parametrize("variant", ["img", "fm"])

@@ -1,4 +1,5 @@
-"""Frozen classifiers split into ``features`` / ``classify`` (torchvision, timm, offline demo)."""
+"""Frozen classifiers split into ``features`` / ``classify`` (torchvision, timm, offline demo); nothing here trains.
+May import: lcam.runtime, lcam.maps, lcam.viz, lcam.data (class names)."""
 from lcam.backbones.builders import build_backbone, imagenet_class_names, resolve_source
 from lcam.backbones.frozen import BackboneSpec, FrozenClassifier
 from lcam.backbones.split import SplitError, split_model

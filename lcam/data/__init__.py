@@ -1,4 +1,5 @@
-"""Data: ImageNet folder layout, generic image folders, the offline demo photos."""
+"""Data: ImageNet folder layout, generic image folders, the offline demo photos, boxes, skipping unreadable files.
+May import: lcam.runtime, lcam.maps, lcam.viz."""
 from lcam.data.datamodules import DemoDataModule, FolderDataModule, ImageDataModule, ImageNetDataModule
 from lcam.data.datasets import DataNotFoundError, ImageListDataset, imagenet_synsets
 from lcam.data.demo import demo_photos

@@ -28,10 +28,18 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from lcam.metrics.localisation import pad_boxes
-
 #: per-image status in :class:`BoxedDataset`
 OK, NO_BOXES, BAD_BOXES, UNREADABLE = "ok", "no boxes", "bad boxes", "unreadable"
+
+
+def pad_boxes(boxes: Sequence[Tensor | Sequence[Sequence[float]]], device: torch.device | None = None) -> Tensor:
+    """Per-image boxes (``n_i x 4`` each, ``n_i`` may be 0) -> ``(B, K, 4)`` float, NaN-padded, ``K = max(1, n_i)``."""
+    rows = [torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes]
+    k = max([1, *(r.shape[0] for r in rows)])
+    out = torch.full((len(rows), k, 4), math.nan)
+    for i, r in enumerate(rows):
+        out[i, : r.shape[0]] = r
+    return out.to(device) if device is not None else out
 
 
 class BoxWarning(UserWarning):

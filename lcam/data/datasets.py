@@ -14,10 +14,10 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
-from lcam.data.unreadable import Unreadable, try_read
 from lcam.data.classes import imagenet_synsets, wnid_to_index  # noqa: F401 - re-exported (one place: lcam.data.classes)
 from lcam.data.files import list_images  # noqa: F401 - re-exported (one place: lcam.data.files)
 from lcam.data.files import read_list_file as read_name_label_file
+from lcam.data.unreadable import Unreadable, try_read
 
 UNLABELLED = -1
 

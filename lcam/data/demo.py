@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from lcam.io import to_rgb
+from lcam.runtime.io import to_rgb
 
 #: name -> loader; every file is inside the installed wheels (no download).
 _SKIMAGE = ("chelsea", "coffee", "rocket", "astronaut", "stereo_motorcycle", "camera", "clock")

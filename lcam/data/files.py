@@ -7,7 +7,7 @@ from typing import Sequence
 
 import torch
 
-from lcam.io import InputError, is_image_file
+from lcam.runtime.io import InputError, is_image_file
 
 UNLABELLED = -1
 
@@ -30,7 +30,7 @@ def list_images(root: str | os.PathLike, images_only: bool = True, exclude: Sequ
     """Files under ``root`` (recursive, sorted), skipping hidden files and folders.
 
     Args:
-        images_only: keep only image suffixes (:data:`lcam.io.IMAGE_EXTENSIONS`); ``False`` keeps
+        images_only: keep only image suffixes (:data:`lcam.runtime.io.IMAGE_EXTENSIONS`); ``False`` keeps
             every file, so a caller can report the ones that turn out unreadable.
         exclude: folders whose files are left out (e.g. an output folder inside the input folder).
     """

@@ -5,7 +5,7 @@ from typing import Any
 
 from torchvision import transforms as T
 
-from lcam.io import InputError
+from lcam.runtime.io import InputError
 
 _INTERPOLATIONS = {
     "bilinear": T.InterpolationMode.BILINEAR,

@@ -14,18 +14,14 @@ one unreadable file per pass is tolerated whenever ``max_bad_fraction > 0``; ``0
 """
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
-from PIL import Image
 from torch.utils.data import DataLoader, default_collate
 
-from lcam.errors import UserError
-from lcam.io import load_image
-
-log = logging.getLogger(__name__)
+from lcam.runtime.errors import UserError
+from lcam.runtime.io import SKIPPED, SkippedImages, describe_error, try_read  # noqa: F401 - the one reader and its log
 
 DEFAULT_MAX_BAD_FRACTION = 0.01
 
@@ -51,50 +47,11 @@ class ReadBatch:
     unreadable: list[Unreadable]
 
 
-def describe_error(err: BaseException) -> str:
-    """``"<Type>: <message on one line>"``."""
-    message = " ".join(str(err).split())
-    return f"{type(err).__name__}: {message}" if message else type(err).__name__
-
-
-def try_read(source: Image.Image | Any) -> tuple[Image.Image | None, str]:
-    """``(RGB image, "")`` or ``(None, one-line error)``: an in-memory PIL image or a file to read."""
-    if isinstance(source, Image.Image):
-        return source, ""
-    try:
-        return load_image(source), ""
-    except Exception as err:  # noqa: BLE001 - any reading error is reported, not raised
-        return None, describe_error(err)
-
-
 def collate_readable(samples: Sequence[Any]) -> ReadBatch:
     """``default_collate`` of the readable samples; the :class:`Unreadable` ones are set aside."""
     bad = [s for s in samples if isinstance(s, Unreadable)]
     good = [s for s in samples if not isinstance(s, Unreadable)]
     return ReadBatch(default_collate(good) if good else None, bad)
-
-
-class SkippedImages:
-    """The unreadable files this process met (each once, in order), and the warnings about them."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, str] = {}
-
-    def record(self, bad: Sequence[Unreadable]) -> None:
-        for item in bad:
-            if item.file not in self.files:
-                self.files[item.file] = item.error
-                log.warning("skipped unreadable image %s (%s)", item.file, item.error)
-
-    def clear(self) -> None:
-        self.files.clear()
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-
-#: the unreadable files met by this process since the run started (cleared by lcam.tasks at a run's start)
-SKIPPED = SkippedImages()
 
 
 def allowed_unreadable(total: int, max_bad_fraction: float) -> int:

@@ -1,4 +1,5 @@
-"""Object detectors behind one small interface, D-RISE, and detection insertion/deletion.
+"""Object detectors behind one small interface, D-RISE, and detection insertion/deletion, with its API and CLI.
+May import: every layer up to lcam.explain (inputs, stream, targets); not lcam.evaluation or lcam.summaries.
 
     from lcam.detection import explain_detections, build_detector, DRISE
 """

@@ -30,7 +30,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image
 from torch import Tensor
 from torchvision.ops import box_iou
 
@@ -40,7 +40,8 @@ from lcam.detection.metrics import energy_in_box
 from lcam.detection.registry import build_detector
 from lcam.explain.inputs import InputError, InputItem, collect_inputs
 from lcam.explainers.targets import Box
-from lcam.io import load_image
+from lcam.runtime.io import try_read
+from lcam.viz.overlays import draw_box, overlay_pil
 
 COLUMNS = ["file", "detection", "class_id", "class_name", "score", "x1", "y1", "x2", "y2", "energy_in_box", "status"]
 
@@ -101,27 +102,7 @@ class DetectionExplanation:
 
     def overlay(self, t: int, alpha: float = 0.5, cmap: str = "jet") -> Image.Image:
         """Target ``t``'s map over the image, with its box and ``class score`` drawn in."""
-        return draw_box(overlay_image(self.image, self.maps[t], alpha, cmap), self.targets.boxes[t].tolist(), self.title(t))
-
-
-def overlay_image(image: Tensor, saliency: Tensor, alpha: float = 0.5, cmap: str = "jet") -> Image.Image:
-    from lcam.viz import overlay
-
-    return Image.fromarray((overlay(image, saliency, alpha, cmap) * 255).round().clip(0, 255).astype("uint8"))
-
-
-def draw_box(img: Image.Image, box: Sequence[float], label: str, color: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
-    """``img`` with a rectangle (x1, y1, x2, y2 pixels) and a label on a dark strip above it."""
-    out = img.copy()
-    draw = ImageDraw.Draw(out)
-    x1, y1, x2, y2 = [float(v) for v in box]
-    width = max(1, round(min(out.size) / 150))
-    draw.rectangle([x1, y1, x2, y2], outline=color, width=width)
-    tx, ty = max(0.0, x1), max(0.0, y1 - 12)
-    bbox = draw.textbbox((tx, ty), label)
-    draw.rectangle(bbox, fill=(0, 0, 0))
-    draw.text((tx, ty), label, fill=color)
-    return out
+        return draw_box(overlay_pil(self.image, self.maps[t], alpha, cmap), self.targets.boxes[t].tolist(), self.title(t))
 
 
 def working_image(img: Image.Image, max_size: int | None) -> tuple[Tensor, tuple[float, float]]:
@@ -268,10 +249,9 @@ def iter_explanations(detector: Detector, items: Sequence[InputItem], spec: Targ
                       max_size: int | None) -> Iterator[tuple[InputItem, DetectionExplanation | None, str]]:
     """Per item ``(item, explanation, "")`` or ``(item, None, error)`` for a file that cannot be read."""
     for item in items:
-        try:
-            img = item.source if isinstance(item.source, Image.Image) else load_image(item.source)
-        except Exception as err:  # noqa: BLE001 - one line, reported by the caller
-            yield item, None, f"{type(err).__name__}: {' '.join(str(err).split()) or type(err).__name__}"
+        img, error = try_read(item.source)  # the one reader (lcam.runtime.io): a bad file is one line
+        if img is None:
+            yield item, None, error
             continue
         image, scale = working_image(img, max_size)
         yield item, explain_one(detector, drise, spec, item, image, scale), ""

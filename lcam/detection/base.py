@@ -157,7 +157,7 @@ class Detector(nn.Module):
         (:meth:`lcam.explainers.targets.ClassSpace.index`); a one-line error naming the valid range
         (or the closest names) otherwise."""
         from lcam.explainers.targets import ClassSpace
-        from lcam.io import InputError
+        from lcam.runtime.io import InputError
 
         try:
             return ClassSpace(self.num_classes, list(self.class_names)).index(ref)

@@ -35,7 +35,7 @@ from lcam.detection.analysis import AverageMap, match_detections
 from lcam.detection.api import COLUMNS, TargetSpec, explain_one, iter_explanations, make_drise, parse_targets
 from lcam.detection.registry import build_detector, require_detector_features
 from lcam.explainers.targets import Box
-from lcam.io import atomic_write, save_image_atomic, write_csv_atomic
+from lcam.runtime.io import atomic_write, save_image_atomic, write_csv_atomic
 
 log = logging.getLogger("lcam.detection")
 
@@ -191,7 +191,7 @@ def exit_status(cfg: DictConfig) -> int:
     from lcam.detection.weights import DetectorWeightsError
     from lcam.explain.cli import run_for_status
     from lcam.explain.inputs import InputError
-    from lcam.optional import MissingDependency
+    from lcam.runtime.optional import MissingDependency
 
     return run_for_status(run_detection_explain, cfg, (InputError, DetectorWeightsError, FileNotFoundError, ValueError,
                                                        MissingDependency))

@@ -229,10 +229,10 @@ def opencv_darknet_outputs(x: Tensor, cfg: str | os.PathLike | None = None,
     reference of the parity check. ``cfg`` / ``weights``: the darknet files (default: the official
     YOLOv3-tiny, :func:`~lcam.detection.weights.yolov3_tiny_files`).
 
-    Raises :class:`lcam.optional.MissingDependency` (naming the pip commands that repair it) when the
+    Raises :class:`lcam.runtime.optional.MissingDependency` (naming the pip commands that repair it) when the
     ``cv2`` Python finds has no darknet reader (OpenCV 5, or another wheel shadowing the contrib build).
     """
-    from lcam.optional import require
+    from lcam.runtime.optional import require
 
     require("opencv_darknet")
     import cv2

@@ -32,11 +32,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lcam.detection.api import iter_explanations, make_drise, parse_targets
-from lcam.detection.groundtruth import read_ground_truth
 from lcam.detection.folder_map import AGAINST_GT, REFERENCE_MAPS, FolderDeletionInsertion
+from lcam.detection.groundtruth import read_ground_truth
 from lcam.detection.metrics import DetectionInsertionDeletion
 from lcam.detection.registry import build_detector, require_detector_features
-from lcam.io import atomic_write, save_image_atomic, write_csv_atomic
+from lcam.runtime.io import atomic_write, save_image_atomic, write_csv_atomic
 
 COLUMNS = ["image", "detection", "class", "score", "energy_in_box", "deletion_similarity", "deletion_image_ap",
            "insertion_similarity", "insertion_image_ap", "drise_s"]
@@ -237,7 +237,7 @@ def run_detection_evaluation(cfg: DictConfig) -> list[dict[str, Any]]:
 def _loggers(cfg: DictConfig) -> list[Any]:
     if not cfg.get("logger"):
         return []
-    from lcam.training import instantiate_group
+    from lcam.runtime.configs import instantiate_group
 
     return instantiate_group(cfg.logger)
 

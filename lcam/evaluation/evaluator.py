@@ -31,9 +31,9 @@ from lcam.backbones.frozen import FrozenClassifier
 from lcam.evaluation.counting import ForwardCounter
 from lcam.evaluation.records import OK, UNREADABLE, RecordWriter, done_indices, method_dir, method_slug
 from lcam.evaluation.sampling import Shard, TodoSampler
-from lcam.io import atomic_write
 from lcam.metrics import DEFAULT_THRESHOLDS, explanation_confidence, threshold_tag
 from lcam.metrics.confidence import drop_increase_per_image
+from lcam.runtime.io import atomic_write
 
 CUES = ("label", "top1")
 

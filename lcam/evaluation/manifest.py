@@ -29,10 +29,10 @@ from typing import Any, Sequence
 
 from omegaconf import DictConfig
 
-from lcam.errors import UserError
 from lcam.evaluation.records import RECORDS_DIR, done_indices, method_dir
 from lcam.evaluation.sampling import Shard, parse_shard
-from lcam.io import atomic_write
+from lcam.runtime.errors import UserError
+from lcam.runtime.io import atomic_write
 
 MANIFEST = "evaluation.json"
 

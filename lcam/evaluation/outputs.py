@@ -18,8 +18,7 @@ from lcam.evaluation.agreement import ranking_report
 from lcam.evaluation.records import UNREADABLE, method_dir, read_records
 from lcam.evaluation.report import intervals_markdown, to_markdown, win_rate_markdown
 from lcam.evaluation.statistics import paired_intervals, table_rows, win_rates
-from lcam.io import atomic_write, save_image_atomic, write_csv_atomic
-
+from lcam.runtime.io import atomic_write, save_image_atomic, write_csv_atomic
 
 #: more sections of ``results.md``: ``report(out, records, methods) -> markdown`` ("" for nothing),
 #: each computed from the records (e.g. the sanity checks' table and figure, the metric ranking)

@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 from typing import Any, Sequence
 
-from lcam.io import atomic_write
+from lcam.runtime.io import atomic_write
 
 PAPER_COLUMNS = ("AD100", "IC100", "AD50", "IC50", "AD15", "IC15", "#FW", "s/img")
 

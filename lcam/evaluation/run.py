@@ -18,13 +18,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from lcam.backbones import FrozenClassifier, build_backbone
 from lcam.evaluation.evaluator import ExplainerEvaluator, MetricSpec
+from lcam.evaluation.localisation import boxed_dataset, localisation_metrics
 from lcam.evaluation.manifest import RunFolder, open_run_folder
 from lcam.evaluation.outputs import write_outputs
 from lcam.evaluation.sampling import EvaluationSamples, collate_samples, parse_shard
 from lcam.explainers import build_explainer, explainer_settings, missing_settings
-from lcam.localisation import boxed_dataset, localisation_metrics
-from lcam.tasks import task_wrapper
-from lcam.training import instantiate_group
+from lcam.runtime.configs import instantiate_group
+from lcam.runtime.tasks import task_wrapper
+
 
 def _run_config(ckpt: Path) -> dict[str, Any]:
     """The resolved config of the run that wrote ``<run>/checkpoints/<ckpt>`` (``<run>/.hydra/config.yaml``)."""
@@ -197,7 +198,7 @@ def evaluation_loader(cfg: DictConfig, datamodule: Any) -> tuple[type, Evaluatio
     return type(base), samples, kwargs  # type: ignore[return-value]
 
 
-@task_wrapper  # the W&B run is closed at the end, also on failure; skipped images are listed (lcam.tasks)
+@task_wrapper  # the W&B run is closed at the end, also on failure; skipped images are listed (lcam.runtime.tasks)
 def run_evaluation(cfg: DictConfig) -> list[dict[str, Any]]:
     """Evaluate into the run folder; write ``results.md`` / ``results.csv`` / intervals / Win% / ``methods.png``."""
     if cfg.get("merge"):

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset, Sampler, default_collate
 
 from lcam.data.unreadable import ReadBatch, Unreadable
-from lcam.errors import UserError
+from lcam.runtime.errors import UserError
 
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 

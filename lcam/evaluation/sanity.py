@@ -36,8 +36,8 @@ import numpy as np
 from lcam.evaluation.outputs import REPORTS, figure_maps
 from lcam.evaluation.records import OK
 from lcam.evaluation.statistics import by_method, metric_columns, paired_bootstrap
-from lcam.io import save_image_atomic, write_csv_atomic
 from lcam.metrics.parameter_randomisation import MEASURES, PREFIX, ModelRandomisation
+from lcam.runtime.io import save_image_atomic, write_csv_atomic
 
 _COLUMN = re.compile(rf"^{PREFIX}/(?P<step>[^/]+)/(?P<measure>[^/]+)$")
 #: bootstrap resamples of the intervals when the run's config does not say
@@ -175,7 +175,8 @@ def sanity_report(out: Path, records: list[dict[str, Any]], methods: Mapping[str
 
 
 def _curves(stats: Sequence[Mapping[str, Any]], methods: Sequence[str], steps: Sequence[str], measures: Sequence[str]) -> Any:
-    from lcam.viz import figure_to_pil, plt
+    from lcam.viz import figure_to_pil  # first: it selects the Agg backend
+    import matplotlib.pyplot as plt  # noqa: I001
 
     kinds = [k for k in ("cascade", "independent") if any(s.startswith(k + ":") for s in steps)]
     measures = [m for m in MEASURES if m in measures]

@@ -1,4 +1,5 @@
-"""Explain images: ``lcam.explain(model, images, ...)`` from Python, ``python -m lcam.explain`` from the shell.
+"""Explain images: ``lcam.explain(model, images, ...)`` from Python, ``python -m lcam.explain`` from the shell; analysis views.
+May import: every layer below (runtime ... explainers); ``__main__`` (an entry point) also dispatches to lcam.detection.
 
 This package is itself callable: ``lcam.explain(...)`` is :func:`lcam.explain.api.explain`, while
 ``python -m lcam.explain`` runs the Hydra command (:mod:`lcam.explain.cli`, ``conf/explain.yaml``).

@@ -11,9 +11,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from lcam.cli_args import prepare_cli
-from lcam.configs import config_dir
 from lcam.explain.cli import exit_status
+from lcam.runtime.cli_args import prepare_cli
+from lcam.runtime.configs import config_dir
 
 CONF_DIR = str(config_dir())  # the checkout's conf/, or the copy installed inside the package
 

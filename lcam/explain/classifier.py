@@ -23,10 +23,10 @@ from torch import nn
 
 from lcam.backbones import BackboneSpec, FrozenClassifier, build_backbone
 from lcam.backbones.split import SplitError, default_layer, split_model
-from lcam.configs import backbone_preset
 from lcam.data.files import resolve_device
 from lcam.explain.state import borrowed
-from lcam.io import InputError
+from lcam.runtime.configs import backbone_preset
+from lcam.runtime.io import InputError
 
 #: pooling modules that end a VGG-style trunk (the explained layer is the activation before them)
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)

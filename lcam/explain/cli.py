@@ -24,14 +24,14 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lcam.analysis import DEMO_LABELS, ComparisonSheets, MisclassificationSheets, class_sheet, comparison_engines
 from lcam.data.files import resolve_device
+from lcam.explain.analysis import DEMO_LABELS, ComparisonSheets, MisclassificationSheets, class_sheet, comparison_engines
 from lcam.explain.engine import Engine, check_method, make_engine
 from lcam.explain.inputs import DEMO, InputError, InputItem
 from lcam.explain.result import Explanation
 from lcam.explain.stream import Source, explain_batches
 from lcam.explainers.targets import TargetPlan, parse_targets
-from lcam.io import save_image_atomic, write_csv_atomic
+from lcam.runtime.io import save_image_atomic, write_csv_atomic
 
 log = logging.getLogger("lcam.explain")
 
@@ -200,7 +200,7 @@ def _report(s: dict[str, Any], mis: MisclassificationSheets | None) -> None:
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by the input (reported as one line), as opposed to bugs (tracebacks)."""
     from lcam.backbones import BackboneWeightsError, SplitError
-    from lcam.checkpoint import CheckpointError
+    from lcam.model.checkpoint import CheckpointError
 
     return (InputError, CheckpointError, FileNotFoundError, BackboneWeightsError, SplitError, ValueError)
 

@@ -18,7 +18,7 @@ from lcam.explain.inputs import InputItem
 from lcam.explain.result import Explanation
 from lcam.explain.state import borrowed
 from lcam.explainers.targets import ClassSpace, TargetPlan
-from lcam.io import InputError
+from lcam.runtime.io import InputError
 
 #: ``progress(images done)``: a float in [0, B] within one batch of B images
 BatchProgress = Callable[[float], None]

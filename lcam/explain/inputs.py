@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from lcam.data.classes import wnid_to_index
 from lcam.data.files import UNLABELLED, expand, inside, list_images, read_list_file
 from lcam.data.unreadable import describe_error, try_read
-from lcam.io import InputError
+from lcam.runtime.io import InputError
 
 #: ``inputs="demo"``: the photos bundled with scikit-image / scikit-learn
 DEMO = "demo"

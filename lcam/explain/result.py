@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from lcam.io import InputError, save_image_atomic
+from lcam.runtime.io import InputError, save_image_atomic
 
 
 def slug(text: str, max_len: int = 40) -> str:

@@ -24,7 +24,7 @@ from lcam.explain.engine import Engine
 from lcam.explain.inputs import Images, InputItem, collect_inputs, group_by_shape, iter_batches, tensor_items
 from lcam.explain.result import Explanation
 from lcam.explainers.targets import TargetPlan
-from lcam.io import InputError
+from lcam.runtime.io import InputError
 
 log = logging.getLogger("lcam.explain")
 

@@ -1,4 +1,5 @@
-"""Explainers: ``explainer(images, targets=None) -> (B, H, W)`` saliency in [0, 1] (see ``base``).
+"""Explainers: ``explainer(images, targets=None) -> (B, H, W)`` saliency in [0, 1] (see ``base``), the registry, the target parser.
+May import: runtime, maps, viz, data, backbones, metrics, model (L-CAM's head and checkpoints).
 
 Registry names (``EXPLAINERS``): ``lcam`` (a trained L-CAM head, from ``ckpt_path``), ``gradcam``,
 ``gradcampp``, ``smoothgradcampp``, ``xgradcam``, ``guidedcam`` (guidance-map CAM), ``scorecam``,
@@ -15,7 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from lcam.backbones.frozen import FrozenClassifier
 from lcam.explainers.base import Explainer, resolve_targets
-from lcam.explainers.learned import LCAMExplainer
+from lcam.explainers.cams import AblationCAM, EigenCAM, HiResCAM, LayerCAM
+from lcam.explainers.captum_methods import IntegratedGradients, Occlusion, SmoothGrad
 from lcam.explainers.gradient import (
     GradCAM,
     GradCAMPlusPlus,
@@ -24,9 +26,8 @@ from lcam.explainers.gradient import (
     SmoothGradCAMPlusPlus,
     XGradCAM,
 )
+from lcam.explainers.learned import LCAMExplainer
 from lcam.explainers.perturbation import SSCAM1, SSCAM2, ScoreCAM
-from lcam.explainers.cams import AblationCAM, EigenCAM, HiResCAM, LayerCAM
-from lcam.explainers.captum_methods import IntegratedGradients, Occlusion, SmoothGrad
 from lcam.explainers.rise import RISE
 from lcam.explainers.targets import Box, ClassSpace, TargetPlan, parse_targets
 
@@ -148,4 +149,5 @@ __all__ = [
 ]
 
 from lcam.explainers.crisp import CrispMask  # noqa: E402 - crisp-mask optimisation (issue 12)
+
 EXPLAINERS[CrispMask.name] = CrispMask

@@ -12,7 +12,7 @@ Conventions shared by every method:
 * ``targets``: ``None`` (the classifier's top-1 prediction per image), one class id or name for
   the whole batch, a list of ``B`` ids/names or a ``LongTensor`` ``(B,)`` (parsed by
   :mod:`lcam.explainers.targets`, the project's one target parser). Ids outside ``0..C-1`` raise
-  :class:`~lcam.io.InputError` (a ``ValueError``) naming the valid range.
+  :class:`~lcam.runtime.io.InputError` (a ``ValueError``) naming the valid range.
 * One-pass methods (``shares_features = True``: the gradient CAMs, L-CAM) compute their map from
   the explained layer's activations of one pass, :meth:`Explainer.maps_from_features`; a caller
   that already ran that pass (for the logits) passes the activations instead of running it twice.
@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from lcam.backbones.frozen import FrozenClassifier
 from lcam.explainers.targets import ClassSpace, Targets, class_ids
 from lcam.maps import SUBSTRATES, substrate_images
+from lcam.runtime.batching import chunks, make_generator  # noqa: F401 - used by every method (re-exported)
 
 #: ``callback(fraction)``: the fraction in [0, 1] of the current explainer call that is done
 ProgressCallback = Callable[[float], None]
@@ -71,17 +72,6 @@ def check_images(images: Tensor) -> None:
         raise ValueError(
             f"images must be a floating (B, 3, H, W) tensor in [0, 1], got {tuple(images.shape)} {images.dtype}"
         )
-
-
-def make_generator(seed: int, device: torch.device) -> torch.Generator:
-    """A ``torch.Generator`` on ``device`` seeded with ``seed``."""
-    return torch.Generator(device=device).manual_seed(int(seed))
-
-
-def chunks(total: int, size: int) -> Iterator[slice]:
-    """Consecutive slices of at most ``size`` items covering ``range(total)``."""
-    for start in range(0, total, size):
-        yield slice(start, min(start + size, total))
 
 
 #: fewest masked images per forward pass on CPU when ``batch_size`` is ``None``

@@ -5,7 +5,7 @@ Registered as ``lcam``, built like every baseline::
     build_explainer({"name": "lcam", "ckpt_path": "run/checkpoints/last.ckpt"}, model)   # model may be None
     LCAMExplainer(model, head=trained_lcam_module.head)                                    # an in-memory head
 
-The checkpoint is read safely (:mod:`lcam.checkpoint`) and only the head is rebuilt: this module
+The checkpoint is read safely (:mod:`lcam.model.checkpoint`) and only the head is rebuilt: this module
 never imports the LightningModule or its training code.
 """
 from __future__ import annotations
@@ -13,9 +13,9 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from lcam.backbones.frozen import FrozenClassifier
-from lcam.checkpoint import load_learned_head, same_backbone
 from lcam.explainers.base import Explainer, Targets
 from lcam.maps import normalize_then_upsample
+from lcam.model.checkpoint import load_learned_head, same_backbone
 
 __all__ = ["LCAMExplainer", "same_backbone"]
 

@@ -11,7 +11,7 @@ One meaning everywhere::
     Box(x1, y1, x2, y2, label)  a box, for detector explainers (D-RISE); a classifier refuses it
 
 A tensor is read the same way: a scalar for every image, ``(B,)`` one per image, ``(B, R)`` R per
-image. Out-of-range ids and unknown names are one-line :class:`~lcam.io.InputError` s that name the
+image. Out-of-range ids and unknown names are one-line :class:`~lcam.runtime.io.InputError` s that name the
 valid range or the closest names.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, Sequence, Union
 import torch
 from torch import Tensor
 
-from lcam.io import InputError
+from lcam.runtime.io import InputError
 
 TOPK = "topk"
 

@@ -1,4 +1,5 @@
-"""Faithfulness and localisation metrics (torchmetrics ``Metric`` classes)."""
+"""Faithfulness, localisation, complexity and sanity metrics (torchmetrics ``Metric`` classes) over maps and models.
+May import: lcam.runtime, lcam.maps, lcam.viz, lcam.data, lcam.backbones; never a model or explainer module."""
 from lcam.metrics.confidence import (
     DEFAULT_THRESHOLDS,
     AverageDropIncrease,

@@ -20,11 +20,11 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import Tensor
 
-from lcam.explainers.base import chunks, make_generator
 from lcam.maps import substrate_images
 from lcam.metrics._settings import check_choice, check_int, class_probability
 from lcam.metrics.per_image import PerImageMetric
 from lcam.metrics.similarity import pearson
+from lcam.runtime.batching import chunks, make_generator
 
 #: what a removed pixel becomes: ``black`` (0 in [0, 1] pixel space), ``mean`` (the dataset mean colour)
 BASELINES = ("black", "mean")

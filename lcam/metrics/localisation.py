@@ -42,21 +42,13 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from lcam.data.boxes import pad_boxes  # noqa: F401 - the box layout lives with the boxes (re-exported)
+
 #: the pointing-game paper's tolerance, in pixels
 POINTING_TOLERANCE = 15.0
 
 
 # -- boxes ---------------------------------------------------------------------------------------
-def pad_boxes(boxes: Sequence[Tensor | Sequence[Sequence[float]]], device: torch.device | None = None) -> Tensor:
-    """Per-image boxes (``n_i x 4`` each, ``n_i`` may be 0) -> ``(B, K, 4)`` float, NaN-padded, ``K = max(1, n_i)``."""
-    rows = [torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes]
-    k = max([1, *(r.shape[0] for r in rows)])
-    out = torch.full((len(rows), k, 4), math.nan)
-    for i, r in enumerate(rows):
-        out[i, : r.shape[0]] = r
-    return out.to(device) if device is not None else out
-
-
 def _check_boxes(boxes: Tensor, batch: int) -> Tensor:
     if boxes.ndim != 3 or boxes.shape[0] != batch or boxes.shape[2] != 4:
         raise ValueError(f"boxes must be (B={batch}, K, 4) x1 y1 x2 y2, NaN-padded (see pad_boxes); got {tuple(boxes.shape)}")

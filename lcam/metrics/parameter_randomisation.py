@@ -477,7 +477,7 @@ class ModelRandomisation(PerImageMetric):
             self._figure.append({"image_sha1": _fingerprint(images[j]), "map_sha1": _fingerprint(maps[j]),
                                  "image": thumbs[j], "intact": intact[j].half(),
                                  "maps": {k: v[j].half() for k, v in shrunk.items()}})
-        from lcam.io import atomic_write
+        from lcam.runtime.io import atomic_write
 
         with atomic_write(path) as f:
             torch.save({"explainer": getattr(self.explainer, "name", ""), "steps": [s.label for s in self.steps],

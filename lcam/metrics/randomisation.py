@@ -32,10 +32,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from lcam.explainers.base import chunks, make_generator
 from lcam.metrics._settings import check_int, check_optional_int, num_classes_of, untouched
 from lcam.metrics.per_image import PerImageMetric
 from lcam.metrics.similarity import spearman
+from lcam.runtime.batching import chunks, make_generator
 
 
 def other_classes(targets: Tensor, num_classes: int, seed: int) -> Tensor:

@@ -21,9 +21,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from lcam.explainers.base import chunks, make_generator
 from lcam.metrics._settings import check_bool, check_float, check_int, untouched
 from lcam.metrics.per_image import PerImageMetric
+from lcam.runtime.batching import chunks, make_generator
 
 
 def ball_noise(generator: torch.Generator, count: int, shape: tuple[int, ...], radius: float,

@@ -11,8 +11,8 @@ from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from lcam.data.unreadable import SKIPPED, Unreadable
-from lcam.io import save_image_atomic
-from lcam.resume import RUN_KEY
+from lcam.model.resume import RUN_KEY
+from lcam.runtime.io import save_image_atomic
 from lcam.viz import saliency_grid
 
 
@@ -60,7 +60,7 @@ class OverlayGrid(pl.Callback):
 
 class RunHistory(pl.Callback):
     """Writes where this run's history lives into every checkpoint (``checkpoint["lcam_run"]``:
-    the metrics CSV and the W&B run id), so that a resumed run continues both (:mod:`lcam.resume`)."""
+    the metrics CSV and the W&B run id), so that a resumed run continues both (:mod:`lcam.model.resume`)."""
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         info: dict[str, str] = {}

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import os
 import pickle
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping, Union
 
 import torch
 
 from lcam.backbones import BackboneSpec, BackboneWeightsError, FrozenClassifier, build_backbone
-from lcam.heads import AttentionHead
+from lcam.model.heads import AttentionHead
 
 MapLocation = Union[str, torch.device, dict, Callable, None]
 
@@ -188,7 +188,7 @@ def load_learned_head(path: str | os.PathLike, backbone: FrozenClassifier | Mapp
 
 def load_module(path: str | os.PathLike, cls: type, map_location: MapLocation = None, backbone_weights: str | None = None,
                 strict: bool = True, hparams_file: Any = None, **overrides: Any) -> Any:
-    """Load a whole LightningModule of class ``cls`` (e.g. :class:`lcam.module.LCAM`) from a checkpoint, safely.
+    """Load a whole LightningModule of class ``cls`` (e.g. :class:`lcam.model.module.LCAM`) from a checkpoint, safely.
 
     Args:
         path: the ``.ckpt`` file.

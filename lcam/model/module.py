@@ -1,6 +1,8 @@
-"""The L-CAM LightningModule: frozen backbone + trainable attention head.
+"""The L-CAM LightningModule: frozen backbone + trainable attention head (its identity and forward pieces here;
+calibration, the training mask, the steps and losses, checkpoints and explaining in the mixins beside this file).
 
-Variants (REFERENCE section 1):
+Variants (L-CAM: "Learning Visual Explanations for DCNN-Based Image Classifiers Using an Attention
+Mechanism", Gkartzonika et al., ECCV 2022 Workshops, https://arxiv.org/abs/2209.11189):
 
 * ``fm``:  ``F' = sigmoid(A_c) (.) F`` -> ``classify(F')``;
 * ``img``: ``x' = U(sigmoid(A_c)) (.) x`` -> ``backbone(x')``.
@@ -19,28 +21,30 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 
 from lcam.backbones import BackboneSpec, FrozenClassifier, build_backbone
-from lcam.distributed import RealSampleCounter, real_samples, val_sampler
-from lcam.heads import AttentionHead, check_targets
-from lcam.losses import LCAMLoss, LossTerms
-from lcam.maps import minmax_normalize, normalize_then_upsample, upsample
-from lcam.metrics import DEFAULT_THRESHOLDS, AverageDropIncrease, explanation_confidence
-from lcam.optim import DEFAULT_OPTIMIZER, DEFAULT_SCHEDULER, build_optimizer, build_scheduler
+from lcam.maps import normalize_then_upsample
+from lcam.metrics import DEFAULT_THRESHOLDS, AverageDropIncrease
+from lcam.model.calibration import HeadCalibration, _check_calibration
+from lcam.model.explaining import ExplainFrontDoor
+from lcam.model.heads import AttentionHead, check_targets
+from lcam.model.losses import LCAMLoss
+from lcam.model.masking import MASKS, TrainingMask
+from lcam.model.optim import DEFAULT_OPTIMIZER, DEFAULT_SCHEDULER
+from lcam.model.persistence import BACKBONE_PREFIX, HeadOnlyCheckpoints  # noqa: F401 - re-exported
+from lcam.model.steps import TrainingSteps
 
 VARIANTS = ("img", "fm")
 TARGET_SOURCES = ("model", "label")
-BACKBONE_PREFIX = "backbone."
 
 HEAD_INITS = ("auto", "random", "classifier")
-MASKS = ("sigmoid", "minmax")
 
 
-class LCAM(pl.LightningModule):
+class LCAM(HeadCalibration, TrainingMask, TrainingSteps, HeadOnlyCheckpoints, ExplainFrontDoor, pl.LightningModule):
     """L-CAM-Fm / L-CAM-Img.
 
     Args:
         backbone: backbone identity (:class:`~lcam.backbones.BackboneSpec` fields as a dict).
         variant: ``"img"`` or ``"fm"``.
-        loss: :class:`~lcam.losses.LCAMLoss` arguments (coefficients).
+        loss: :class:`~lcam.model.losses.LCAMLoss` arguments (coefficients).
         optimizer: SGD settings; ``lr`` is the weights' rate, biases get ``lr * bias_lr_mult``
             (the reference code's 1e-4 x 100 / x 200 = 0.01 / 0.02).
         scheduler: ``gamma`` of the per-epoch exponential decay (0.75 VGG-16, 0.95 ResNet-50).
@@ -158,19 +162,6 @@ class LCAM(pl.LightningModule):
         """Pre-sigmoid class maps ``A_c`` ``(B, h, w)`` for per-sample targets ``(B,)``."""
         return self.head.class_maps(feats, targets)
 
-    def training_mask(self, a: Tensor) -> Tensor:
-        """The mask the loss sees, from pre-sigmoid maps ``(B, h, w)`` or ``(B, B', h, w)``:
-        ``sigmoid(A)`` or per-map ``minmax(A)`` (``model.mask``), same shape, in [0, 1]."""
-        if self.mask_kind == "sigmoid":
-            return torch.sigmoid(a)
-        return minmax_normalize(a.reshape(-1, *a.shape[-2:])).view_as(a)
-
-    def masked_logits(self, images: Tensor, feats: Tensor, mask: Tensor) -> Tensor:
-        """Logits ``(B, C)`` of the masked input: ``F (.) mask`` (fm) or ``x (.) U(mask)`` (img); ``mask`` ``(B, h, w)``."""
-        if self.variant == "fm":
-            return self.backbone.classify(feats * mask.unsqueeze(1))
-        return self.backbone(images * upsample(mask, images.shape[-2:]).unsqueeze(1))
-
     def saliency(self, images: Tensor, targets: Tensor | Sequence[int] | int | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """One forward pass: maps, logits and targets.
 
@@ -196,142 +187,6 @@ class LCAM(pl.LightningModule):
         """Saliency maps ``(B, H, W)`` in [0, 1] for ``images`` ``(B, 3, H, W)``."""
         return self.saliency(images, targets)[0]
 
-    # -- training ----------------------------------------------------------------------------
-    def _step(self, batch: tuple[Tensor, Tensor]) -> tuple[LossTerms, Tensor, Tensor, Tensor]:
-        images, labels = batch
-        feats, logits0 = self.frozen_forward(images)
-        targets = self.resolve_targets(logits0, labels)
-        a = self.attention(feats, targets)
-        mask = self.training_mask(a)
-        regularized = mask if self.loss_fn.regularize == "own" else self.training_mask(self.head.block_maps(feats, targets))
-        terms = self.loss_fn(self.masked_logits(images, feats, mask), targets, regularized)
-        return terms, a, logits0, targets
-
-    @torch.no_grad()
-    def calibrate_head(self, images: Tensor) -> tuple[float, float]:
-        """Rescale the head so that the class maps of ``images`` ``(B, 3, H, W)`` (for their
-        top-1 classes) have the configured mean and std (see ``calibrate``); returns ``(scale, shift)``."""
-        feats, logits = self.frozen_forward(images)
-        a = self.attention(feats, logits.argmax(dim=1)).float()
-        stats = torch.stack([a.mean(), a.pow(2).mean()])
-        if self._trainer is not None and self.trainer.world_size > 1:
-            stats = self.trainer.strategy.reduce(stats, reduce_op="mean")
-        mean, std = float(stats[0]), float((stats[1] - stats[0] ** 2).clamp_min(1e-12).sqrt())
-        scale = float(self.calibration["std"]) / std
-        shift = float(self.calibration["mean"]) - scale * mean
-        self.head.rescale_(scale, shift)
-        self.calibrated = True
-        return scale, shift
-
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        if self.calibration is not None and not self.calibrated:
-            scale, shift = self.calibrate_head(batch[0])
-            self.log_dict({"calibration/scale": scale, "calibration/shift": shift}, rank_zero_only=True)
-        terms, _, _, _ = self._step(batch)
-        bs = batch[0].shape[0]
-        self.log_dict({"train/ce": terms.ce.detach(), "train/area": terms.area.detach(), "train/tv": terms.tv.detach()}, batch_size=bs)
-        self.log("train/loss", terms.total.detach(), prog_bar=True, batch_size=bs)
-        return terms.total
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        # under DDP the sampler pads the set with repeats at the end of the shards: drop them, so
-        # every validation sample counts exactly once (lcam.distributed)
-        counter = getattr(self, "_val_counter", None)
-        keep = counter.take(batch[0].shape[0]) if counter is not None else batch[0].shape[0]
-        if keep == 0:
-            return
-        batch = (batch[0][:keep], batch[1][:keep])
-        images = batch[0]
-        with torch.no_grad():
-            terms, a, logits0, targets = self._step(batch)
-            maps = normalize_then_upsample(a, images.shape[-2:])
-            y, o = explanation_confidence(self.backbone, images, maps, targets, self.thresholds)
-        self.val_confidence.update(y, o)
-        for key, value in (("ce", terms.ce), ("area", terms.area), ("tv", terms.tv), ("loss", terms.total)):
-            self.val_terms[key].update(value.detach().float(), weight=images.shape[0])
-
-    def on_validation_epoch_start(self) -> None:
-        # reset here, in the mode the updates run in: a reset inside trainer.validate()'s
-        # inference mode would leave inference tensors that fit's validation cannot update
-        self.val_confidence.reset()
-        for metric in self.val_terms.values():
-            metric.reset()
-        self._val_counter = RealSampleCounter(real_samples(val_sampler(getattr(self, "_trainer", None))))
-
-    def on_validation_epoch_end(self) -> None:
-        values = self.val_confidence.compute()  # synced across processes by torchmetrics
-        terms = {key: metric.compute() for key, metric in self.val_terms.items()}  # batch-size weighted means
-        # (already equal on every rank; sync_dist=True only spares Lightning's "use sync_dist" warning)
-        self.log_dict({f"val/{k}": v for k, v in terms.items() if k != "loss"}, sync_dist=True)
-        self.log("val/loss", terms["loss"], prog_bar=True, sync_dist=True)
-        self.log_dict({f"val/{k}": v for k, v in values.items()}, prog_bar=False)
-        if "AD100" in values and "IC100" in values:
-            # one number to minimise (checkpoints, sweeps): drop minus increase at 100%, in points
-            self.log("val/score", values["AD100"] - values["IC100"], prog_bar=True)
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        """``model.optimizer`` / ``model.scheduler`` by ``_target_`` (default: the paper's SGD, biases at
-        ``lr * bias_lr_mult``, per-epoch exponential decay); see :mod:`lcam.optim`."""
-        opt = build_optimizer(self.optimizer_cfg, [self.head.conv.weight], [self.head.conv.bias])
-        sched = build_scheduler(self.scheduler_cfg, opt)
-        return {"optimizer": opt, "lr_scheduler": sched} if sched else {"optimizer": opt}
-
-    # -- checkpoints without the frozen backbone -----------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("state_dict", {})
-        for key in [k for k in state if k.startswith(BACKBONE_PREFIX)]:
-            del state[key]
-        if self.backbone_spec is not None:
-            checkpoint["lcam_backbone"] = self.backbone_spec.to_dict()
-        checkpoint["lcam_head_calibrated"] = self.calibrated
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        saved = checkpoint.get("lcam_backbone")
-        if saved is not None and self.backbone_spec is not None:
-            mine = self.backbone_spec.to_dict()
-            keys = ("name", "layer", "source")
-            if any(saved.get(k) != mine.get(k) for k in keys):
-                raise ValueError(
-                    "Checkpoint backbone does not match this model: checkpoint has "
-                    f"{ {k: saved.get(k) for k in keys} }, model has { {k: mine.get(k) for k in keys} }. "
-                    "Use the same backbone config (e.g. the same +experiment=...) as the run that wrote it."
-                )
-        # a head saved after its calibration (or by a run without one) is never rescaled again
-        self.calibrated = bool(checkpoint.get("lcam_head_calibrated", True))
-        state = checkpoint.setdefault("state_dict", {})
-        for key, value in self.backbone.state_dict().items():
-            state.setdefault(BACKBONE_PREFIX + key, value)
-
-    # -- loading and explaining (safe loading: lcam.checkpoint; explaining: lcam.explain) -------
-    @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, hparams_file: Any = None,  # type: ignore[override]
-                             strict: bool = True, **kwargs: Any) -> "LCAM":
-        """Load a checkpoint written by ``train.py`` without executing code from it
-        (``torch.load(weights_only=True)``); see :func:`lcam.checkpoint.load_module`.
-
-        ``map_location=None`` puts the model on the CPU; ``kwargs`` replace hyperparameters
-        (``backbone_weights=...`` chooses the frozen backbone's weights).
-        """
-        from lcam.checkpoint import load_module
-
-        return load_module(checkpoint_path, cls, map_location=map_location, hparams_file=hparams_file, strict=strict, **kwargs)
-
-    def as_explainer(self) -> Any:
-        """This model as a registered ``lcam`` explainer (:class:`lcam.explainers.LCAMExplainer`)
-        sharing its backbone and head: what :func:`lcam.explain` uses for an L-CAM model."""
-        from lcam.explainers.learned import LCAMExplainer
-
-        return LCAMExplainer(self.backbone, head=self.head, variant=self.variant)
-
-    def explain(self, images: Any, targets: Any = None, k: int = 3, method: Any = None, **kwargs: Any) -> Any:
-        """Saliency maps for PIL images, files, folders or a ``(B, 3, H, W)`` tensor in [0, 1]
-        (``targets``: ``None``, a class, one per image or ``"topk"``); returns an
-        :class:`lcam.explain.Explanation`. ``method=None``: this model's own explainer (L-CAM);
-        any registered method otherwise. See :func:`lcam.explain.api.explain`. The model itself is
-        left as it was (mode, parameters' flags, hooks)."""
-        from lcam.explain.api import explain
-
-        return explain(self, images, targets=targets, k=k, method=method, **kwargs)
 
 
 def load_lcam_checkpoint(path: Any, **kwargs: Any) -> LCAM:
@@ -339,15 +194,3 @@ def load_lcam_checkpoint(path: Any, **kwargs: Any) -> LCAM:
     return LCAM.load_from_checkpoint(path, **kwargs)
 
 
-def _check_calibration(calibrate: Any) -> dict[str, float] | None:
-    """``None`` or ``{"mean": float, "std": float > 0}``; anything else is a one-line error."""
-    if calibrate is None:
-        return None
-    try:
-        cfg = {"mean": float(calibrate.get("mean", 0.0)), "std": float(calibrate["std"])}
-        extra = set(calibrate) - {"mean", "std"}
-    except (AttributeError, KeyError, TypeError, ValueError):
-        cfg, extra = None, set()
-    if cfg is None or extra or not cfg["std"] > 0:
-        raise ValueError(f"model.calibrate must be null or {{mean: <float>, std: <float > 0>}}, got {calibrate!r}")
-    return cfg

@@ -30,8 +30,8 @@ from typing import Any
 
 from pytorch_lightning.utilities import rank_zero_info
 
-from lcam.errors import UserError
-from lcam.io import atomic_write
+from lcam.runtime.errors import UserError
+from lcam.runtime.io import atomic_write
 
 RESUME_MODES = ("auto",)
 _HPC = re.compile(r"hpc_ckpt_(\d+)\.ckpt$")
@@ -76,7 +76,7 @@ def find_resume_checkpoint(cfg: Any) -> str | None:
     return str(newest)
 
 
-#: the checkpoint entry written by :class:`lcam.callbacks.RunHistory`
+#: the checkpoint entry written by :class:`lcam.model.callbacks.RunHistory`
 RUN_KEY = "lcam_run"
 
 
@@ -115,7 +115,7 @@ def _wandb_id_in(run_dir: Path) -> str | None:
 
 def resume_state(ckpt_path: str | os.PathLike) -> ResumeState:
     """Read the loop counters and the run's history entry of a checkpoint (without running code from it)."""
-    from lcam.checkpoint import read_checkpoint
+    from lcam.model.checkpoint import read_checkpoint
 
     path = Path(ckpt_path)
     ckpt = read_checkpoint(path)

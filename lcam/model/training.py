@@ -14,18 +14,12 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from lcam.callbacks import OverlayGrid, RunHistory, UnreadableImagesCount
-from lcam.launch import begin_job, end_job
-from lcam.loggers import MetricsCSVLogger, continue_wandb_run
-from lcam.resume import ResumeState, check_not_finished, find_resume_checkpoint, keep_metrics_history, resume_state
-from lcam.tasks import task_wrapper
-
-
-def instantiate_group(group: DictConfig | None) -> list[Any]:
-    """Instantiate every ``_target_`` entry of a config group (``callbacks``, ``logger``)."""
-    if not group:
-        return []
-    return [hydra.utils.instantiate(node, _convert_="all") for node in group.values() if node and "_target_" in node]
+from lcam.model.callbacks import OverlayGrid, RunHistory, UnreadableImagesCount
+from lcam.model.resume import ResumeState, check_not_finished, find_resume_checkpoint, keep_metrics_history, resume_state
+from lcam.runtime.configs import instantiate_group  # noqa: F401 - re-exported
+from lcam.runtime.launch import begin_job, end_job
+from lcam.runtime.loggers import MetricsCSVLogger, continue_wandb_run
+from lcam.runtime.tasks import task_wrapper
 
 
 def check_resume_path(ckpt_path: str | None) -> str | None:
@@ -75,7 +69,7 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
     Writes into the run directory: ``checkpoints/`` (last + best), ``csv/metrics.csv``,
     ``.hydra/config.yaml`` (resolved by Hydra), ``images/overlays_*.png``, and
     ``unreadable_images.txt`` when image files had to be skipped. The W&B run is closed when it
-    ends, also on failure (:func:`lcam.tasks.task_wrapper`).
+    ends, also on failure (:func:`lcam.runtime.tasks.task_wrapper`).
     """
     # the frozen backbone is in eval mode on purpose (BatchNorm/Dropout frozen)
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -86,7 +80,7 @@ def run_training(cfg: DictConfig) -> dict[str, float]:
     resume = resume_state(ckpt_path) if ckpt_path else None
     if resume is not None:
         check_not_finished(resume, cfg.trainer.get("max_epochs"), ckpt_path)
-    begin_job()  # in a multirun: DDP children run this job only (lcam.launch)
+    begin_job()  # in a multirun: DDP children run this job only (lcam.runtime.launch)
     datamodule, model, trainer = build(cfg, resume)
     try:
         if cfg.get("validate_before_fit") and ckpt_path is None:

@@ -48,10 +48,10 @@ def expand_home(argv: Sequence[str], home: str | None = None) -> list[str]:
 
 def prepare_cli(argv: list[str] | None = None) -> None:
     """Call before a ``@hydra.main`` function: expand ``~`` in ``sys.argv`` (in place, it is the
-    process's own list), silence start-up noise a user cannot act on (:mod:`lcam.quiet`) and keep
-    glibc from unmapping every batch's tensors (:mod:`lcam.allocator`)."""
-    from lcam.allocator import tune_cpu_allocator
-    from lcam.quiet import silence_known_noise
+    process's own list), silence start-up noise a user cannot act on (:mod:`lcam.runtime.quiet`) and keep
+    glibc from unmapping every batch's tensors (:mod:`lcam.runtime.allocator`)."""
+    from lcam.runtime.allocator import tune_cpu_allocator
+    from lcam.runtime.quiet import silence_known_noise
 
     tune_cpu_allocator()
     args = sys.argv if argv is None else argv

@@ -1,4 +1,5 @@
-"""Where the Hydra configs are, in a checkout and in an installed package, and the backbone presets.
+"""Where the Hydra configs are, in a checkout and in an installed package, the backbone presets, and
+instantiating a config group.
 
 In a checkout the configs are ``conf/`` beside the package; ``pip install .`` ships the same files
 inside the package as ``lcam/conf`` (see ``pyproject.toml``), so ``python -m lcam.explain`` and the
@@ -7,10 +8,14 @@ backbone presets (``lcam.explain("vgg16", ...)``) work from any directory.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-_PACKAGED = Path(__file__).resolve().with_name("conf")
-_CHECKOUT = Path(__file__).resolve().parents[1] / "conf"
+if TYPE_CHECKING:  # pragma: no cover
+    from omegaconf import DictConfig
+
+_PACKAGE = Path(__file__).resolve().parents[1]  # lcam/
+_PACKAGED = _PACKAGE / "conf"
+_CHECKOUT = _PACKAGE.parent / "conf"
 
 
 def config_dir() -> Path:
@@ -44,3 +49,12 @@ def backbone_preset(name: str) -> dict[str, Any] | None:
             cfg.update(backbone_preset(parent) or {})
     cfg.update(raw)
     return cfg
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a config group (``callbacks``, ``logger``)."""
+    from hydra.utils import instantiate
+
+    if not group:
+        return []
+    return [instantiate(node, _convert_="all") for node in group.values() if node and "_target_" in node]

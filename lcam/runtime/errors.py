@@ -9,9 +9,9 @@ A user error is:
 
 * a :class:`UserError` (raised by lcam for bad data, finished runs, ...);
 * a missing file or folder (:class:`FileNotFoundError`, e.g. ``lcam.data.DataNotFoundError``),
-  an unreadable or unsafe checkpoint (``lcam.checkpoint.CheckpointError``), missing backbone
+  an unreadable or unsafe checkpoint (``lcam.model.checkpoint.CheckpointError``), missing backbone
   weights (``lcam.backbones.BackboneWeightsError``), bad input to the explain layer
-  (``lcam.io.InputError``);
+  (``lcam.runtime.io.InputError``);
 * a config error of OmegaConf (missing ``???`` value, unknown key, failed interpolation), or a
   ``_target_`` that does not exist;
 * a :class:`ValueError` raised by lcam's own code (its messages name the key and the valid values);
@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-_LCAM_DIR = Path(__file__).resolve().parent
+_LCAM_DIR = Path(__file__).resolve().parents[1]  # the whole lcam package
 
 
 class UserError(Exception):
@@ -52,8 +52,8 @@ def _raised_in_lcam(err: BaseException) -> bool:
 
 def _user_error_types() -> tuple[type, ...]:
     types: list[type] = [UserError, FileNotFoundError, NotADirectoryError]
-    for module, name in (("lcam.checkpoint", "CheckpointError"), ("lcam.backbones", "BackboneWeightsError"),
-                         ("lcam.io", "InputError"), ("omegaconf.errors", "OmegaConfBaseException")):
+    for module, name in (("lcam.model.checkpoint", "CheckpointError"), ("lcam.backbones", "BackboneWeightsError"),
+                         ("lcam.runtime.io", "InputError"), ("omegaconf.errors", "OmegaConfBaseException")):
         try:
             types.append(getattr(__import__(module, fromlist=[name]), name))
         except (ImportError, AttributeError):

@@ -1,9 +1,11 @@
-"""Image loading that converts instead of rejecting, atomic file writes, and the error type for bad user input."""
+"""The one image reader (converts instead of rejecting; a bad file is skipped, named in one line and listed in
+:data:`SKIPPED` for the end-of-run report), atomic file writes, and the error type for bad user input."""
 from __future__ import annotations
 
 import contextlib
 import csv
 import io
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -11,6 +13,8 @@ from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -47,6 +51,45 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     with Image.open(path) as img:
         img.load()
         return to_rgb(img)
+
+
+def describe_error(err: BaseException) -> str:
+    """``"<Type>: <message on one line>"``."""
+    message = " ".join(str(err).split())
+    return f"{type(err).__name__}: {message}" if message else type(err).__name__
+
+
+def try_read(source: Image.Image | str | os.PathLike) -> tuple[Image.Image | None, str]:
+    """``(RGB image, "")`` or ``(None, one-line error)``: an in-memory PIL image or a file to read."""
+    if isinstance(source, Image.Image):
+        return source, ""
+    try:
+        return load_image(source), ""
+    except Exception as err:  # noqa: BLE001 - any reading error is reported, not raised
+        return None, describe_error(err)
+
+
+class SkippedImages:
+    """The unreadable files this process met (each once, in order), and the warnings about them."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, str] = {}
+
+    def record(self, bad: Sequence[Any]) -> None:
+        for item in bad:
+            if item.file not in self.files:
+                self.files[item.file] = item.error
+                log.warning("skipped unreadable image %s (%s)", item.file, item.error)
+
+    def clear(self) -> None:
+        self.files.clear()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+#: the unreadable files met by this process since the run started (cleared by lcam.runtime.tasks at a run's start)
+SKIPPED = SkippedImages()
 
 
 def is_image_file(path: str | os.PathLike) -> bool:

@@ -2,12 +2,12 @@
 resumed run appends to.
 
 * :func:`wandb_logger` builds Lightning's W&B logger; :func:`finish_wandb` closes the run of this
-  process (``lcam.tasks`` calls it when a run ends, also when it fails) and prints the
+  process (``lcam.runtime.tasks`` calls it when a run ends, also when it fails) and prints the
   ``wandb sync`` command of an offline run; :func:`continue_wandb_run` makes a resumed run
   log into the same W&B run (same id).
 * :class:`MetricsCSVLogger` is Lightning's ``CSVLogger`` without its habit of deleting an
   existing ``metrics.csv``: rows are appended (a new column rewrites the header and keeps every
-  row). ``lcam.resume`` prepares the file of a resumed run (the history up to its checkpoint).
+  row). ``lcam.model.resume`` prepares the file of a resumed run (the history up to its checkpoint).
 """
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ class MetricsCSVLogger(CSVLogger):
     """``CSVLogger`` that appends to an existing ``<save_dir>/<name>/metrics.csv`` instead of deleting it.
 
     A fresh run finds no file (a new run directory); a resumed run finds the history that
-    :func:`lcam.resume.keep_metrics_history` left there and continues it.
+    :func:`lcam.model.resume.keep_metrics_history` left there and continues it.
     """
 
     @property

@@ -8,7 +8,7 @@ points that need a feature call :func:`require` first (and the classes that need
 before loading any model), so a broken environment stops within a second with the pip commands
 that repair it::
 
-    from lcam.optional import require, check
+    from lcam.runtime.optional import require, check
     require("selective_search", "scikit_image")      # raises MissingDependency naming the repair
     check()                                           # {feature: problem or None} for every feature
 

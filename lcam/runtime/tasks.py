@@ -1,4 +1,4 @@
-"""The wrapper every run goes through (``train.py``, ``evaluate.py``; :func:`lcam.training.run_training`).
+"""The wrapper every run goes through (``train.py``, ``evaluate.py``; :func:`lcam.model.training.run_training`).
 
 :func:`task_wrapper` (around a run):
 
@@ -8,7 +8,7 @@
   ``wandb sync`` command of an offline run.
 
 :func:`entry_point` (around a ``@hydra.main`` function) does the same and prints a user error
-(:mod:`lcam.errors`: data, weights, checkpoints, keys, values) as one ``Error: ...`` message
+(:mod:`lcam.runtime.errors`: data, weights, checkpoints, keys, values) as one ``Error: ...`` message
 naming the key to set, exit status 1, without a traceback; a run folder that holds nothing but
 Hydra's own files is removed. Bugs keep their traceback, and so does everything with
 ``HYDRA_FULL_ERROR=1``. Inside a multirun the error is raised on (after the message) so the
@@ -24,9 +24,9 @@ from typing import Any, Callable, TypeVar
 
 from omegaconf import DictConfig
 
-from lcam.data.unreadable import SKIPPED
-from lcam.errors import full_errors, user_error_message
-from lcam.loggers import finish_wandb
+from lcam.runtime.errors import full_errors, user_error_message
+from lcam.runtime.io import SKIPPED
+from lcam.runtime.loggers import finish_wandb
 
 T = TypeVar("T")
 #: how many wrapped calls are running (the outermost one reports and closes)
@@ -110,7 +110,7 @@ def _only_hydra_files(folder: Path) -> bool:
 
 
 def _in_multirun() -> bool:
-    from lcam.launch import hydra_multirun
+    from lcam.runtime.launch import hydra_multirun
 
     return hydra_multirun()
 

@@ -2,7 +2,7 @@
 
 Exit status 0 on success, 2 on bad input (too few images, mixed classes, masks cached with other
 settings, ...) or a missing / shadowed optional dependency (checked first, before any model is
-loaded: :data:`SUMMARY_FEATURES`, :mod:`lcam.optional`, the message names the pip commands that
+loaded: :data:`SUMMARY_FEATURES`, :mod:`lcam.runtime.optional`, the message names the pip commands that
 repair it) with one ``error: ...`` line; ``LCAM_TRACEBACK=1`` shows the traceback instead.
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from lcam.cli_args import prepare_cli
-from lcam.configs import config_dir
+from lcam.runtime.cli_args import prepare_cli
+from lcam.runtime.configs import config_dir
 
 
 def _plain(value: object) -> object:
@@ -28,9 +28,9 @@ SUMMARY_FEATURES = ("selective_search", "scikit_image", "scikit_learn")
 def run(cfg: DictConfig) -> dict[str, object]:
     """Run the pipeline from a composed config and print what it found; returns the run summary
     (``explained``, ``failed``, ``csv``) that :func:`lcam.explain.cli.run_for_status` reads.
-    Raises :class:`lcam.optional.MissingDependency` first (within a second) when a feature the
+    Raises :class:`lcam.runtime.optional.MissingDependency` first (within a second) when a feature the
     pipeline needs is missing or shadowed."""
-    from lcam.optional import require
+    from lcam.runtime.optional import require
 
     require(*SUMMARY_FEATURES)  # before the minutes of crisp masks
     from lcam.summaries.pipeline import summarise
@@ -53,7 +53,7 @@ def exit_status(cfg: DictConfig) -> int:
     """0 on success, 2 on bad input (one ``error: ...`` line), as the other commands
     (:func:`lcam.explain.cli.run_for_status`)."""
     from lcam.explain.cli import run_for_status, user_errors
-    from lcam.optional import MissingDependency
+    from lcam.runtime.optional import MissingDependency
 
     return run_for_status(run, cfg, (*user_errors(), MissingDependency))
 

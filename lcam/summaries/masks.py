@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from torch import Tensor
 
-from lcam.io import InputError, atomic_write
+from lcam.runtime.io import InputError, atomic_write
 
 SETTINGS_FILE = "settings.json"
 

@@ -36,7 +36,7 @@ from lcam.explain.state import borrowed
 from lcam.explain.stream import progress_bar
 from lcam.explainers import build_explainer
 from lcam.explainers.targets import ClassSpace
-from lcam.io import InputError, atomic_write, save_image_atomic, write_csv_atomic
+from lcam.runtime.io import InputError, atomic_write, save_image_atomic, write_csv_atomic
 from lcam.summaries.clustering import affinity_clusters, filter_clusters, global_median_ssim
 from lcam.summaries.masks import MaskCache, crisp_masks
 from lcam.summaries.matching import part_patch, similarity_matrix

@@ -2,7 +2,7 @@
 
 Proposals come from selective search (OpenCV contrib, ``cv2.ximgproc.segmentation``, fast mode;
 the same OpenCV the detectors use; :func:`selective_search` checks it with
-:func:`lcam.optional.require`, so a shadowed OpenCV fails at once with its repair commands).
+:func:`lcam.runtime.optional.require`, so a shadowed OpenCV fails at once with its repair commands).
 
 The paper matches the proposals of the *whole image* (:mod:`.matching`) and only then keeps the
 matched ones that lie in crisp regions. Matching every proposal of every pair of images is bounded
@@ -81,10 +81,10 @@ def selective_search(image: np.ndarray, mode: str = "fast", max_proposals: int =
     before it).
 
     Raises:
-        lcam.optional.MissingDependency: (a ``RuntimeError``) OpenCV without
+        lcam.runtime.optional.MissingDependency: (a ``RuntimeError``) OpenCV without
             ``cv2.ximgproc.segmentation``, e.g. a wheel shadowing the contrib build; names the repair.
     """
-    from lcam.optional import require
+    from lcam.runtime.optional import require
 
     require("selective_search")
     import cv2

@@ -1,4 +1,4 @@
-"""Overlays and grids of saliency maps (matplotlib, no display needed)."""
+"""Grids and panels of images, maps and overlays as PIL images (matplotlib, no display needed)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -8,30 +8,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib import colormaps  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-
-def to_numpy_image(image: Tensor) -> np.ndarray:
-    """``(3, H, W)`` tensor in [0, 1] -> ``(H, W, 3)`` float array in [0, 1]."""
-    return image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
-
-
-def colorize(saliency: Tensor | np.ndarray, cmap: str = "jet") -> np.ndarray:
-    """``(H, W)`` map in [0, 1] -> ``(H, W, 3)`` RGB float array."""
-    arr = saliency.detach().float().cpu().numpy() if isinstance(saliency, Tensor) else np.asarray(saliency)
-    return colormaps[cmap](np.clip(arr, 0, 1))[..., :3]
-
-
-def overlay(image: Tensor, saliency: Tensor, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
-    """Blend a ``(3, H, W)`` image with its ``(H, W)`` map -> ``(H, W, 3)`` float array in [0, 1]."""
-    return (1 - alpha) * to_numpy_image(image) + alpha * colorize(saliency, cmap)
-
-
-def overlay_pil(image: Tensor, saliency: Tensor, alpha: float = 0.5, cmap: str = "jet") -> Image.Image:
-    """:func:`overlay` as an 8-bit PIL image."""
-    return Image.fromarray((overlay(image, saliency, alpha, cmap) * 255).round().astype(np.uint8))
+from lcam.viz.overlays import colorize, overlay, to_numpy_image  # noqa: E402
 
 
 def figure_to_pil(fig: plt.Figure) -> Image.Image:
