@@ -94,3 +94,14 @@ def test_hook_adds_every_report_and_its_figures(tmp_path):
     assert hook.figures(RESULTS / "drise_demo_folder.md") == ["drise_demo_folder.png"]  # the longer name owns it
     shown = {name for md in RESULTS.glob("*.md") for name in hook.figures(md)}
     assert shown == {p.name for p in RESULTS.glob("*.png")}, "a figure in benchmarks/results/ belongs to no report"
+
+
+def test_docstring_roles_render_as_code():
+    """``docs/hooks/docstrings.py``: ``:func:`x``` and ``:class:`~a.b.C``` as Sphinx shows them."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docstrings_hook", DOCS / "hooks" / "docstrings.py")
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)  # type: ignore[union-attr]
+    html = "see :func:<code>build_explainer</code> and :class:<code>~lcam.backbones.frozen.FrozenClassifier</code>."
+    assert hook.on_page_content(html, None, None, None) == "see <code>build_explainer</code> and <code>FrozenClassifier</code>."
