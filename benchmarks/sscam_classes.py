@@ -1,4 +1,4 @@
-"""When does SS-CAM become class-discriminative? Two classes, N = 2, 10, 35, sigma = 2, with and without the baseline (issue 19.5).
+"""When does SS-CAM become class-discriminative? Two classes, N = 2, 10, 35, sigma = 2, with and without the baseline.
 
     python -m benchmarks.sscam_classes                   # -> benchmarks/results/sscam_classes.md
     python -m benchmarks.sscam_classes --samples 2 10    # fewer N (the largest N sets the cost)
@@ -116,7 +116,9 @@ def write(state: dict, acts: torch.Tensor, base: torch.Tensor, classes: list[int
             for baseline in ("paper", "none"):
                 w = mean - base if baseline == "paper" else mean
                 maps = [ScoreCAM.weighted_map(w[:, j].view(1, -1), acts, size)[0] for j in range(2)]
-                cells.append(f"{pearson(*maps):.3f}")
+                empty = [c for c, m in zip(classes, maps) if not bool(m.gt(0).any())]
+                # a map that is all zero (ReLU of a sum that is negative everywhere) has no correlation
+                cells.append(f"map of {', '.join(map(str, empty))} all zero" if empty else f"{pearson(*maps):.3f}")
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     text = (f"### SS-CAM: Pearson r of the maps of class {classes[0]} (top-1) and {classes[1]} (space shuttle), "
             f"astronaut photo, EfficientNet-Lite0, sigma = {state['sigma']}\n\n" + "\n".join(lines) + "\n\n"
