@@ -72,6 +72,7 @@ def test_repair_pins_agree_with_requirements_txt():
 
 
 def test_summaries_command_fails_before_any_model_is_loaded(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)  # as a user runs it
     import lcam.summaries.__main__ as cli
     import lcam.summaries.pipeline as pipeline
 
@@ -90,6 +91,7 @@ def test_summaries_command_fails_before_any_model_is_loaded(monkeypatch, tmp_pat
 
 
 def test_face_detector_fails_before_its_weights_are_read(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)  # as a user runs it
     import lcam.detection.faces as faces
     from lcam.detection.cli import exit_status
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -276,11 +277,12 @@ def test_cli_says_in_one_line_when_a_folder_cannot_be_summarised(tmp_path):
     few.mkdir()
     Image.fromarray(data.astronaut()).save(few / "a.png")
     Image.fromarray(data.coffee()).save(few / "b.png")
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}  # as a user runs it
     run = subprocess.run([sys.executable, "-m", "lcam.summaries", f"inputs={few}", f"output_dir={tmp_path / 'out1'}"],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=env)
     assert run.returncode == 2 and run.stderr.strip().splitlines()[-1] == (
         f"error: Found 2 image(s) in {few}; the clustering needs at least 3 images of one class")
     mixed = subprocess.run([sys.executable, "-m", "lcam.summaries", "inputs=demo", f"output_dir={tmp_path / 'out2'}"],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, env=env)
     last = mixed.stderr.strip().splitlines()[-1]
     assert mixed.returncode == 2 and last.startswith("error: Images of mixed classes") and "target=" in last

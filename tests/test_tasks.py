@@ -23,7 +23,7 @@ def fresh_run_dir(tmp_path):
     return out
 
 
-def test_user_error_is_one_line_exit_1_and_the_empty_run_folder_goes(tmp_path, monkeypatch, capsys):
+def test_user_error_is_one_line_exit_2_and_the_empty_run_folder_goes(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     out = fresh_run_dir(tmp_path)
 
@@ -32,9 +32,9 @@ def test_user_error_is_one_line_exit_1_and_the_empty_run_folder_goes(tmp_path, m
 
     with pytest.raises(SystemExit) as exit_info:
         entry_point(main)(run_cfg(out))
-    assert exit_info.value.code == 1
+    assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"Error: Dataset folder not found: {tmp_path / 'nope'}. Set it with data.root=/path/to/folder"]
+    assert err == [f"error: Dataset folder not found: {tmp_path / 'nope'}. Set it with data.root=/path/to/folder"]
     assert not out.exists()  # nothing but Hydra's own files: removed
     # a run folder with results of an earlier start is kept
     out = fresh_run_dir(tmp_path)
@@ -99,3 +99,15 @@ def test_the_wrapper_lists_skipped_images_and_closes_wandb_even_on_failure(tmp_p
     err = capsys.readouterr().err
     assert f"1 unreadable image(s) were skipped (list: {tmp_path / REPORT_FILE})" in err and "/data/a.jpg  (OSError: truncated)" in err
     SKIPPED.clear()
+
+
+def test_one_variable_shows_the_traceback_and_the_old_one_is_its_alias(monkeypatch):
+    from lcam.runtime.errors import full_errors
+
+    for name in ("HYDRA_FULL_ERROR", "LCAM_TRACEBACK"):
+        monkeypatch.delenv(name, raising=False)
+    assert not full_errors()
+    for name in ("HYDRA_FULL_ERROR", "LCAM_TRACEBACK"):
+        monkeypatch.setenv(name, "1")
+        assert full_errors()
+        monkeypatch.delenv(name)

@@ -110,10 +110,10 @@ def _run_script(args: list[str], run_dir: Path, script: str = "train.py", timeou
 
 
 def _one_error_line(out: subprocess.CompletedProcess) -> str:
-    """The run failed with exit status 1 and one ``Error: ...`` line, no traceback."""
-    assert out.returncode == 1, out.stderr[-3000:]
+    """The run failed with exit status 2 and one ``error: ...`` line, no traceback."""
+    assert out.returncode == 2, out.stderr[-3000:]
     assert "Traceback" not in out.stderr and "HYDRA_FULL_ERROR" not in out.stderr, out.stderr[-3000:]
-    errors = [line for line in out.stderr.splitlines() if line.startswith("Error: ")]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, out.stderr[-3000:]
     return errors[0]
 

@@ -14,10 +14,12 @@ from typing import Callable
 import torch
 from torch import nn
 
+from lcam.runtime.errors import UserError
+
 Chain = list[tuple[str, nn.Module]]
 
 
-class SplitError(ValueError):
+class SplitError(UserError, ValueError):
     """The model cannot be split at the requested layer."""
 
 

@@ -22,8 +22,10 @@ from urllib.parse import urlparse
 
 import torch
 
+from lcam.runtime.errors import UserError
 
-class BackboneWeightsError(RuntimeError):
+
+class BackboneWeightsError(UserError, RuntimeError):
     """Pretrained weights are missing; the message says which file and how to provide it."""
 
 

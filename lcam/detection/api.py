@@ -39,7 +39,8 @@ from lcam.detection.drise import DRISE, drise_similarity
 from lcam.detection.metrics import energy_in_box
 from lcam.detection.registry import build_detector
 from lcam.explain.inputs import InputError, InputItem, collect_inputs
-from lcam.explainers.targets import Box
+from lcam.explainers.targets import TOPK, Box
+from lcam.explainers.targets import parse_targets as parse_class_targets
 from lcam.runtime.io import try_read
 from lcam.viz.overlays import draw_box, overlay_pil
 
@@ -131,46 +132,78 @@ class TargetSpec:
 
 
 def box_target(xyxy: Sequence[float], label: Any, detector: Detector) -> Box:
-    """A :class:`~lcam.explainers.targets.Box` (the shared box target) with its class checked."""
-    if not (xyxy[0] < xyxy[2] and xyxy[1] < xyxy[3]):
-        raise ValueError(f"targets: box {list(xyxy)} needs x1 < x2 and y1 < y2")
-    return Box(*(float(v) for v in xyxy), None if label is None else detector.class_index(label))
+    """A :class:`~lcam.explainers.targets.Box` (the shared box target) with its corners and class checked."""
+    (box,) = _boxes([Box(*(float(v) for v in xyxy), label)], detector)
+    return box
+
+
+_HOW = "give a score (0.3), a class (id or name), {score:..., class:...} or boxes [[x1,y1,x2,y2(,class)]]"
 
 
 def parse_targets(targets: Any, detector: Detector) -> TargetSpec:
-    """Check a ``targets`` value against the detector; one-line ``ValueError`` when it is bad."""
+    """Check a ``targets`` value against the detector; one-line ``ValueError`` when it is bad.
+
+    A score threshold and ``{score, class}`` are the detector's own; classes and boxes are read by the
+    project's one target parser (:func:`lcam.explainers.targets.parse_targets`, here with boxes allowed),
+    a box also written as a list ``[x1, y1, x2, y2(, class)]``."""
     if targets is None:
         return TargetSpec()
     if isinstance(targets, bool):
-        raise ValueError(f"targets={targets!r}: give a score (0.3), a class (id or name), {{score:..., class:...}} or boxes [[x1,y1,x2,y2(,class)]]")
+        raise ValueError(f"targets={targets!r}: {_HOW}")
     if isinstance(targets, float):
         if not 0.0 <= targets <= 1.0:
             raise ValueError(f"targets={targets}: a score threshold must be in [0, 1]")
         return TargetSpec(score=float(targets))
-    if isinstance(targets, (int, str)):
-        return TargetSpec(class_id=detector.class_index(targets))
-    if isinstance(targets, Box):
-        return TargetSpec(boxes=[box_target([targets.x1, targets.y1, targets.x2, targets.y2], targets.label, detector)])
-    if isinstance(targets, Sequence) and targets and all(isinstance(b, Box) for b in targets):
-        return TargetSpec(boxes=[box_target([b.x1, b.y1, b.x2, b.y2], b.label, detector) for b in targets])
     if isinstance(targets, Mapping):
         bad = sorted(set(targets) - {"score", "class"})
         if bad:
             raise ValueError(f"targets: unknown key(s) {bad}; valid: ['class', 'score']")
         spec = parse_targets(float(targets["score"]), detector) if targets.get("score") is not None else TargetSpec()
         if targets.get("class") is not None:
-            spec.class_id = detector.class_index(targets["class"])
+            spec.class_id = parse_targets(targets["class"], detector).class_id
         return spec
-    if isinstance(targets, Sequence) and targets and isinstance(targets[0], (int, float)) and len(targets) in (4, 5):
+    if isinstance(targets, (int, str)) and not (isinstance(targets, str) and targets.strip().lower() == TOPK):
+        return TargetSpec(class_id=_shared_plan(targets, detector)[0])  # type: ignore[arg-type]
+    boxes = _box_list(targets)
+    if boxes is None:
+        raise ValueError(f"targets={targets!r}: {_HOW}")
+    return TargetSpec(boxes=_boxes(boxes, detector))
+
+
+def _box_list(targets: Any) -> list[Box] | None:
+    """Box targets as :class:`Box` objects (labels as given), or ``None`` when ``targets`` is no box."""
+    if isinstance(targets, Box):
+        return [targets]
+    if not isinstance(targets, Sequence) or isinstance(targets, str) or not targets:
+        return None
+    if all(isinstance(b, Box) for b in targets):
+        return list(targets)
+    if isinstance(targets[0], (int, float)) and len(targets) in (4, 5):
         targets = [targets]
-    if isinstance(targets, Sequence) and targets and all(isinstance(b, Sequence) and not isinstance(b, str) for b in targets):
-        boxes = []
-        for b in targets:
-            if len(b) not in (4, 5):
-                raise ValueError(f"targets: a box is [x1, y1, x2, y2] or [x1, y1, x2, y2, class], got {list(b)}")
-            boxes.append(box_target([float(v) for v in b[:4]], b[4] if len(b) == 5 else None, detector))
-        return TargetSpec(boxes=boxes)
-    raise ValueError(f"targets={targets!r}: give a score (0.3), a class (id or name), {{score:..., class:...}} or boxes [[x1,y1,x2,y2(,class)]]")
+    if not all(isinstance(b, Sequence) and not isinstance(b, str) for b in targets):
+        return None
+    for b in targets:
+        if len(b) not in (4, 5):
+            raise ValueError(f"targets: a box is [x1, y1, x2, y2] or [x1, y1, x2, y2, class], got {list(b)}")
+    return [Box(*(float(v) for v in b[:4]), b[4] if len(b) == 5 else None) for b in targets]
+
+
+def _boxes(boxes: list[Box], detector: Detector) -> list[Box]:
+    """Boxes for every image, corners checked and classes resolved by the shared parser."""
+    for b in boxes:
+        if not (b.x1 < b.x2 and b.y1 < b.y2):
+            raise ValueError(f"targets: box {[b.x1, b.y1, b.x2, b.y2]} needs x1 < x2 and y1 < y2")
+    return _shared_plan([boxes], detector)  # type: ignore[return-value]
+
+
+def _shared_plan(targets: Any, detector: Detector) -> list[int | Box]:
+    """The one row of targets for every image, by :func:`lcam.explainers.targets.parse_targets`."""
+    try:
+        plan = parse_class_targets(targets, detector.class_space, num_images=1, boxes=True)
+    except InputError as err:
+        raise InputError(f"Detector {detector.name}: {err}") from None
+    assert plan.rows is not None
+    return plan.rows[0]
 
 
 def select_targets(spec: TargetSpec, detector: Detector, proposals: Detections, size: tuple[int, int],

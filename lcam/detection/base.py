@@ -9,11 +9,14 @@ masked image's proposals with the target); :meth:`Detector.detect` gives the fin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lcam.explainers.targets import ClassSpace
 
 
 @dataclass
@@ -152,15 +155,21 @@ class Detector(nn.Module):
     def forward(self, images: Tensor) -> list[Detections]:  # type: ignore[override]
         return self.detect(images)
 
-    def class_index(self, ref: int | str) -> int:
-        """A class id or name -> its column, by the project's one class parser
-        (:meth:`lcam.explainers.targets.ClassSpace.index`); a one-line error naming the valid range
-        (or the closest names) otherwise."""
+    @property
+    def class_space(self) -> ClassSpace:
+        """The detector's classes as the project's one target parser sees them
+        (:class:`lcam.explainers.targets.ClassSpace`: ids, names, closest-name hints)."""
         from lcam.explainers.targets import ClassSpace
+
+        return ClassSpace(self.num_classes, list(self.class_names))
+
+    def class_index(self, ref: int | str) -> int:
+        """A class id or name -> its column, by :attr:`class_space`; a one-line error naming the valid
+        range (or the closest names) otherwise."""
         from lcam.runtime.io import InputError
 
         try:
-            return ClassSpace(self.num_classes, list(self.class_names)).index(ref)
+            return self.class_space.index(ref)
         except InputError as err:
             raise InputError(f"Detector {self.name}: {err}") from None
 

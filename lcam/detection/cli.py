@@ -186,12 +186,8 @@ def _write_analysis(folder: Path, average: AverageMap, sheets: dict[str, list], 
 
 
 def exit_status(cfg: DictConfig) -> int:
-    """Run the command; ``error: ...`` (one line) on bad input. 0: something explained, 1: every
-    file failed, 2: bad input."""
-    from lcam.detection.weights import DetectorWeightsError
-    from lcam.explain.cli import run_for_status
-    from lcam.explain.inputs import InputError
-    from lcam.runtime.optional import MissingDependency
+    """Run the command: 0 when something was explained, 1 when every file failed, 2 on bad input (one
+    ``error: ...`` line: :func:`lcam.runtime.tasks.run_for_status`)."""
+    from lcam.runtime.tasks import run_for_status
 
-    return run_for_status(run_detection_explain, cfg, (InputError, DetectorWeightsError, FileNotFoundError, ValueError,
-                                                       MissingDependency))
+    return run_for_status(run_detection_explain, cfg)

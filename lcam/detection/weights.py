@@ -20,9 +20,10 @@ import tempfile
 from pathlib import Path
 
 from lcam.backbones.weights import lcam_cache_dir, sha256_of
+from lcam.runtime.errors import UserError
 
 
-class DetectorWeightsError(RuntimeError):
+class DetectorWeightsError(UserError, RuntimeError):
     """Detector weights are missing or corrupt; the message says which file and how to provide it."""
 
 

@@ -2,7 +2,7 @@
 
 Exit status: 0 when at least one image was explained, 1 when none could be, 2 on bad input
 (unknown method, class id out of range, no inputs, unreadable checkpoint...), with a one-line
-``error: ...`` message. Set ``LCAM_TRACEBACK=1`` to see the traceback instead.
+``error: ...`` message. Set ``HYDRA_FULL_ERROR=1`` (or its old alias ``LCAM_TRACEBACK=1``) to see the traceback instead.
 """
 from __future__ import annotations
 

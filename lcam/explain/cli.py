@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from lcam.explain.result import Explanation
 from lcam.explain.stream import Source, explain_batches
 from lcam.explainers.targets import TargetPlan, parse_targets
 from lcam.runtime.io import save_image_atomic, write_csv_atomic
+from lcam.runtime.tasks import run_for_status  # noqa: F401 - shared by every python -m command
 
 log = logging.getLogger("lcam.explain")
 
@@ -197,34 +197,7 @@ def _report(s: dict[str, Any], mis: MisclassificationSheets | None) -> None:
     print("\n".join(lines), flush=True)
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by the input (reported as one line), as opposed to bugs (tracebacks)."""
-    from lcam.backbones import BackboneWeightsError, SplitError
-    from lcam.model.checkpoint import CheckpointError
-
-    return (InputError, CheckpointError, FileNotFoundError, BackboneWeightsError, SplitError, ValueError)
-
-
 def exit_status(cfg: DictConfig) -> int:
-    """Run the command; print ``error: ...`` (one line) on bad input. Returns the exit status:
-    0 when at least one image was explained, 1 when none could be, 2 on bad input."""
-    return run_for_status(run_explain, cfg, user_errors())
-
-
-def run_for_status(run: Any, cfg: DictConfig, errors: tuple[type[BaseException], ...]) -> int:
-    """``run(cfg)`` (returning a summary with ``explained``, ``failed``, ``csv``) as an exit status:
-    0 when something was explained, 1 when every input failed, 2 on ``errors`` (printed as one
-    ``error: ...`` line; ``LCAM_TRACEBACK=1`` raises them instead). Shared by the classifier and
-    detector commands."""
-    try:
-        summary = run(cfg)
-    except errors as err:
-        if os.environ.get("LCAM_TRACEBACK") == "1":
-            raise
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr, flush=True)
-        return 2
-    if summary["explained"] == 0:
-        print(f"error: nothing could be explained: all {summary['failed']} input file(s) failed (see {summary['csv']})",
-              file=sys.stderr, flush=True)
-        return 1
-    return 0
+    """Run the command: 0 when at least one image was explained, 1 when none could be, 2 on bad input
+    (one ``error: ...`` line: :func:`lcam.runtime.tasks.run_for_status`)."""
+    return run_for_status(run_explain, cfg)

@@ -5,9 +5,9 @@ Registry names (``EXPLAINERS``): ``lcam`` (a trained L-CAM head, from ``ckpt_pat
 ``gradcampp``, ``smoothgradcampp``, ``xgradcam``, ``guidedcam`` (guidance-map CAM), ``scorecam``,
 ``sscam1``, ``sscam2``, ``rise``, ``hirescam``, ``layercam``, ``eigencam`` (not class-discriminative),
 ``ablationcam``, and through Captum ``integratedgradients``, ``smoothgrad``, ``occlusion``. Build one with :func:`build_explainer` from a name or a config
-mapping with a ``name`` key. A new method registers itself with one line in ``EXPLAINERS``.
+mapping with a ``name`` key. A new method registers itself: ``@register_explainer`` on its class (:mod:`lcam.explainers.registry`).
 """
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001 - the methods are imported in registration order (below)
 
 import inspect
 from typing import Any, Mapping
@@ -16,8 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from lcam.backbones.frozen import FrozenClassifier
 from lcam.explainers.base import Explainer, resolve_targets
-from lcam.explainers.cams import AblationCAM, EigenCAM, HiResCAM, LayerCAM
-from lcam.explainers.captum_methods import IntegratedGradients, Occlusion, SmoothGrad
+# importing a method's module registers it (@register_explainer); the registry keeps the order of registration,
+# the order in which commands list the methods
+from lcam.explainers.learned import LCAMExplainer
 from lcam.explainers.gradient import (
     GradCAM,
     GradCAMPlusPlus,
@@ -26,16 +27,13 @@ from lcam.explainers.gradient import (
     SmoothGradCAMPlusPlus,
     XGradCAM,
 )
-from lcam.explainers.learned import LCAMExplainer
 from lcam.explainers.perturbation import SSCAM1, SSCAM2, ScoreCAM
 from lcam.explainers.rise import RISE
+from lcam.explainers.cams import AblationCAM, EigenCAM, HiResCAM, LayerCAM
+from lcam.explainers.captum_methods import IntegratedGradients, Occlusion, SmoothGrad
+from lcam.explainers.crisp import CrispMask
+from lcam.explainers.registry import EXPLAINERS, register_explainer
 from lcam.explainers.targets import Box, ClassSpace, TargetPlan, parse_targets
-
-EXPLAINERS: dict[str, type[Explainer]] = {
-    cls.name: cls
-    for cls in (LCAMExplainer, GradCAM, GradCAMPlusPlus, SmoothGradCAMPlusPlus, XGradCAM, GuidanceMapCAM, ScoreCAM, SSCAM1,
-                SSCAM2, RISE, HiResCAM, LayerCAM, EigenCAM, AblationCAM, IntegratedGradients, SmoothGrad, Occlusion)
-}
 
 
 def _as_dict(cfg: Any) -> dict[str, Any]:
@@ -117,6 +115,7 @@ def build_explainer(cfg_or_name: str | Mapping[str, Any], model: FrozenClassifie
 
 __all__ = [
     "EXPLAINERS",
+    "register_explainer",
     "Box",
     "ClassSpace",
     "LCAMExplainer",
@@ -141,13 +140,10 @@ __all__ = [
     "LayerCAM",
     "EigenCAM",
     "AblationCAM",
+    "CrispMask",
     "IntegratedGradients",
     "SmoothGrad",
     "Occlusion",
     "build_explainer",
     "resolve_targets",
 ]
-
-from lcam.explainers.crisp import CrispMask  # noqa: E402 - crisp-mask optimisation (issue 12)
-
-EXPLAINERS[CrispMask.name] = CrispMask

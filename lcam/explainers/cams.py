@@ -18,6 +18,7 @@ from torch import Tensor
 from lcam.backbones.frozen import FrozenClassifier
 from lcam.explainers.base import Explainer, Targets, check_positive, chunks
 from lcam.explainers.gradient import GradientCAM
+from lcam.explainers.registry import register_explainer
 from lcam.maps import normalize_then_upsample
 
 
@@ -25,6 +26,7 @@ def _per_cell(explainer: GradientCAM) -> Tensor:
     raise NotImplementedError(f"{type(explainer).__name__} weights every cell, not every channel: see low_res_map")
 
 
+@register_explainer
 class HiResCAM(GradientCAM):
     """HiResCAM: the element-wise product of gradient and activation, summed over channels.
 
@@ -52,6 +54,7 @@ class HiResCAM(GradientCAM):
         return _per_cell(self)
 
 
+@register_explainer
 class LayerCAM(GradientCAM):
     """LayerCAM: activations weighted cell by cell by the positive part of the gradient.
 
@@ -101,6 +104,7 @@ def first_component_projection(acts: Tensor, center: bool = False) -> Tensor:
     return (proj * sign.view(-1, 1)).view(b, h, w)
 
 
+@register_explainer
 class EigenCAM(Explainer):
     """EigenCAM: the first principal component of the activations. **Not class-discriminative.**
 
@@ -150,6 +154,7 @@ class EigenCAM(Explainer):
         return normalize_then_upsample(cam, size)
 
 
+@register_explainer
 class AblationCAM(Explainer):
     """Ablation-CAM: the drop of the class score when a channel of the explained layer is zeroed.
 

@@ -36,6 +36,7 @@ from lcam.explainers.base import (
     check_substrate,
     chunk_size,
 )
+from lcam.explainers.registry import register_explainer
 from lcam.maps import minmax_normalize
 
 #: how attributions ``(B, 3, H, W)`` become maps ``(B, H, W)`` (see the module docstring)
@@ -139,6 +140,7 @@ class CaptumExplainer(Explainer):
         raise NotImplementedError
 
 
+@register_explainer
 class IntegratedGradients(CaptumExplainer):
     """Integrated Gradients through ``captum.attr.IntegratedGradients``.
 
@@ -178,6 +180,7 @@ class IntegratedGradients(CaptumExplainer):
                             internal_batch_size=max(self.images_per_pass(images), images.shape[0]))
 
 
+@register_explainer
 class SmoothGrad(CaptumExplainer):
     """SmoothGrad through ``captum.attr.NoiseTunnel(Saliency)`` (``nt_type="smoothgrad"``).
 
@@ -222,6 +225,7 @@ class SmoothGrad(CaptumExplainer):
                                     target=targets, abs=False)
 
 
+@register_explainer
 class Occlusion(CaptumExplainer):
     """Occlusion through ``captum.attr.Occlusion``.
 

@@ -1,4 +1,4 @@
-"""Crisp-mask optimisation (visual-summaries paper, Eq. 1-2; REFERENCE section 5), and the smooth mask it builds on.
+"""Crisp-mask optimisation ("Understanding Deep Architectures by Visual Summaries", https://arxiv.org/abs/1801.09103, Eq. 1-2), and the smooth mask it builds on.
 
 A mask ``m`` in [0, 1] (1 keeps a pixel, 0 deletes it) is optimised per image::
 
@@ -14,7 +14,7 @@ perturbations, which the paper builds on. The saliency map is the deleted part, 
 
 Choices the equations leave open (see the README):
 
-* REFERENCE writes the blur sigma as ``sigma0 * m(u)``. Read literally with ``m = 1`` meaning
+* The paper writes the blur sigma as ``sigma0 * m(u)``. Read literally with ``m = 1`` meaning
   "keep", the all-ones mask (no ``l1`` penalty at all) would blur the whole image, a trivial
   minimiser; Fong & Vedaldi's code keeps a pixel where ``m = 1``. So the sigma here is
   ``sigma0 * (1 - m(u))``.
@@ -43,6 +43,7 @@ from torch import Tensor
 
 from lcam.backbones.frozen import FrozenClassifier
 from lcam.explainers.base import Explainer, Targets, check_non_negative, check_positive
+from lcam.explainers.registry import register_explainer
 from lcam.maps import blur
 
 
@@ -98,6 +99,7 @@ def relative_drop(logits: Tensor, perturbed_logits: Tensor, targets: Tensor) -> 
     return (y - o).clamp(min=0) / y.clamp(min=1e-12)
 
 
+@register_explainer
 class CrispMask(Explainer):
     """Crisp-mask optimisation (``crisp``); ``sparsity=False`` gives the smooth mask.
 

@@ -25,6 +25,7 @@ from torch import Tensor
 from lcam.backbones.frozen import FrozenClassifier
 from lcam.explainers.base import Explainer, Targets, check_non_negative, check_positive
 from lcam.explainers.perturbation import keyed_normal
+from lcam.explainers.registry import register_explainer
 from lcam.maps import blur, normalize_then_upsample
 
 
@@ -112,6 +113,7 @@ class GradientCAM(Explainer):
         """``(B, K)`` channel weights from ``A`` and ``g``, both ``(B, K, h, w)``."""
 
 
+@register_explainer
 class GradCAM(GradientCAM):
     """Grad-CAM: ``w_k = GAP(dY_c / dA_k)``. One pass (``#FW = 1``)."""
 
@@ -121,6 +123,7 @@ class GradCAM(GradientCAM):
         return grads.mean(dim=(2, 3))
 
 
+@register_explainer
 class GradCAMPlusPlus(GradientCAM):
     """Grad-CAM++ (see :func:`gradcampp_weights`). One pass (``#FW = 1``)."""
 
@@ -130,6 +133,7 @@ class GradCAMPlusPlus(GradientCAM):
         return gradcampp_weights(acts, grads, grads.pow(2), grads.pow(3))
 
 
+@register_explainer
 class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
     """Smooth Grad-CAM++: Grad-CAM++ with gradients averaged over noisy copies of the input.
 
@@ -178,6 +182,7 @@ class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
         return normalize_then_upsample(cam, images.shape[-2:])
 
 
+@register_explainer
 class XGradCAM(GradientCAM):
     """XGrad-CAM: ``w_k = sum_ij (A_k,ij / sum A_k) g_k,ij``. One pass (``#FW = 1``)."""
 
@@ -189,6 +194,7 @@ class XGradCAM(GradientCAM):
         return (acts * grads).sum(dim=(2, 3)) / safe
 
 
+@register_explainer
 class GuidanceMapCAM(GradCAM):
     """Guidance-map CAM ("Rethinking gradient weight's influence over saliency map estimation").
 

@@ -14,12 +14,14 @@ from torch import Tensor, nn
 
 from lcam.backbones.frozen import FrozenClassifier
 from lcam.explainers.base import Explainer, Targets
+from lcam.explainers.registry import register_explainer
 from lcam.maps import normalize_then_upsample
 from lcam.model.checkpoint import load_learned_head, same_backbone
 
 __all__ = ["LCAMExplainer", "same_backbone"]
 
 
+@register_explainer
 class LCAMExplainer(Explainer):
     """A trained L-CAM-Fm / L-CAM-Img head.
 

@@ -63,6 +63,7 @@ from lcam.explainers.base import (
     chunk_size,
     chunks,
 )
+from lcam.explainers.registry import register_explainer
 from lcam.maps import upsample_then_normalize
 
 #: Score-CAM channel weightings (see the module docstring)
@@ -107,6 +108,7 @@ def keyed_normal(shape: Sequence[int], seed: int, keys: Sequence[Sequence[int]],
     return out.to(dtype)
 
 
+@register_explainer
 class ScoreCAM(Explainer):
     """Score-CAM (Wang et al., CVPR-W 2020, https://arxiv.org/abs/1910.01279).
 
@@ -299,6 +301,7 @@ class _SmoothedScoreCAM(ScoreCAM):
         raise NotImplementedError
 
 
+@register_explainer
 class SSCAM1(_SmoothedScoreCAM):
     """SS-CAM type 1 (Wang et al. 2020, https://arxiv.org/abs/2006.14255, Eq. 9-11): noise
     ``N(0, sigma^2)`` added per pixel to the mask, ``x (.) (H_k + n)``.
@@ -334,6 +337,7 @@ class SSCAM1(_SmoothedScoreCAM):
         return apply_masks(images, substrate, masks + self.sigma * noise)
 
 
+@register_explainer
 class SSCAM2(_SmoothedScoreCAM):
     """SS-CAM type 2 (Wang et al. 2020, https://arxiv.org/abs/2006.14255, Eq. 12-14): noise added
     after masking, ``(x (.) H_k) + n``.

@@ -31,9 +31,11 @@ from lcam.explainers.base import (
     chunks,
     make_generator,
 )
+from lcam.explainers.registry import register_explainer
 from lcam.maps import upsample_then_normalize
 
 
+@register_explainer
 class RISE(Explainer):
     """RISE. ``#FW = n_masks`` (+ 1 with ``targets=None``: the pass that picks the top-1 class).
 

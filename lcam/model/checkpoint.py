@@ -23,6 +23,7 @@ import torch
 
 from lcam.backbones import BackboneSpec, BackboneWeightsError, FrozenClassifier, build_backbone
 from lcam.model.heads import AttentionHead
+from lcam.runtime.errors import UserError
 
 MapLocation = Union[str, torch.device, dict, Callable, None]
 
@@ -30,7 +31,7 @@ MapLocation = Union[str, torch.device, dict, Callable, None]
 REQUIRED_KEYS = ("state_dict", "hyper_parameters")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint cannot be (safely) loaded; the message says which file and why."""
 
 

@@ -2,12 +2,11 @@
 loading rebuilds the backbone from its identity, refuses a mismatch, and never executes code from the file."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # pragma: no cover
-    from lcam.model.module import LCAM
+from typing import Any, TypeVar
 
 BACKBONE_PREFIX = "backbone."
+
+M = TypeVar("M", bound="HeadOnlyCheckpoints")
 
 
 class HeadOnlyCheckpoints:
@@ -39,10 +38,10 @@ class HeadOnlyCheckpoints:
         for key, value in self.backbone.state_dict().items():
             state.setdefault(BACKBONE_PREFIX + key, value)
 
-    # -- loading and explaining (safe loading: lcam.model.checkpoint; explaining: lcam.explain) -------
+    # -- safe loading (lcam.model.checkpoint) ------------------------------------------------------
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, hparams_file: Any = None,  # type: ignore[override]
-                             strict: bool = True, **kwargs: Any) -> "LCAM":
+    def load_from_checkpoint(cls: type[M], checkpoint_path: Any, map_location: Any = None, hparams_file: Any = None,  # type: ignore[override]
+                             strict: bool = True, **kwargs: Any) -> M:
         """Load a checkpoint written by ``train.py`` without executing code from it
         (``torch.load(weights_only=True)``); see :func:`lcam.model.checkpoint.load_module`.
 

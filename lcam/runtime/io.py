@@ -14,12 +14,14 @@ from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+from lcam.runtime.errors import UserError
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """Bad user input (no images, bad class id, unknown method...); the message is one line naming the fix."""
 
 
@@ -101,7 +103,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", durable: bool = Fals
     """Write ``path`` through a temporary file in the same folder, renamed into place on success.
 
     An interrupted write never leaves a truncated file at ``path``. ``durable=True`` also fsyncs
-    before the rename (survives a power loss; ~50 ms per file, so off for bulk overlays).
+    before the rename (survives a power loss; an fsync per file, so off for bulk overlays).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,8 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
+from lcam.runtime.errors import UserError
+
 OPENCV = "opencv-contrib-python-headless>=4.8,<5"
 #: every OpenCV wheel that installs a ``cv2`` package (they overwrite each other's files)
 OPENCV_DISTRIBUTIONS = ("opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless")
@@ -39,7 +41,7 @@ OPENCV_REPAIR = ("pip uninstall -y opencv-python-headless opencv-python opencv-c
                  f'pip install --force-reinstall --no-deps "{OPENCV}"')
 
 
-class MissingDependency(RuntimeError):
+class MissingDependency(UserError, RuntimeError):
     """An optional feature's dependency is missing or shadowed; the message names the repair."""
 
 

@@ -8,10 +8,10 @@
   ``wandb sync`` command of an offline run.
 
 :func:`entry_point` (around a ``@hydra.main`` function) does the same and prints a user error
-(:mod:`lcam.runtime.errors`: data, weights, checkpoints, keys, values) as one ``Error: ...`` message
-naming the key to set, exit status 1, without a traceback; a run folder that holds nothing but
+(:mod:`lcam.runtime.errors`: data, weights, checkpoints, keys, values) as one ``error: ...`` line
+naming the key to set, exit status 2, without a traceback; a run folder that holds nothing but
 Hydra's own files is removed. Bugs keep their traceback, and so does everything with
-``HYDRA_FULL_ERROR=1``. Inside a multirun the error is raised on (after the message) so the
+``HYDRA_FULL_ERROR=1``. :func:`run_for_status` is the same convention for the ``python -m`` commands. Inside a multirun the error is raised on (after the message) so the
 sweeper sees a failed trial.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Callable, TypeVar
 
 from omegaconf import DictConfig
 
-from lcam.runtime.errors import full_errors, user_error_message
+from lcam.runtime.errors import USER_ERROR_STATUS, full_errors, print_user_error, user_error_message
 from lcam.runtime.io import SKIPPED
 from lcam.runtime.loggers import finish_wandb
 
@@ -127,12 +127,31 @@ def entry_point(main: Callable[[DictConfig], T]) -> Callable[[DictConfig], T]:
             message = user_error_message(err)
             if message is None or full_errors():
                 raise
-            print(f"Error: {message}", file=sys.stderr, flush=True)
+            print_user_error(message)
             if _in_multirun():
                 raise
             out = output_dir(cfg)
             if out is not None and _only_hydra_files(out):
                 shutil.rmtree(out, ignore_errors=True)
-            sys.exit(1)
+            sys.exit(USER_ERROR_STATUS)
 
     return wrapped
+
+
+def run_for_status(run: Callable[[DictConfig], Any], cfg: DictConfig) -> int:
+    """``run(cfg)`` (returning a summary with ``explained``, ``failed``, ``csv``) as the exit status of a
+    command (``python -m lcam.explain``, its ``detect`` form, ``python -m lcam.summaries``): 0 when something
+    was explained, 1 when every input failed, :data:`~lcam.runtime.errors.USER_ERROR_STATUS` on a user error
+    (one ``error: ...`` line; :func:`~lcam.runtime.errors.full_errors` raises it instead)."""
+    try:
+        summary = run(cfg)
+    except Exception as err:
+        message = user_error_message(err)
+        if message is None or full_errors():
+            raise
+        print_user_error(message)
+        return USER_ERROR_STATUS
+    if summary["explained"] == 0:
+        print_user_error(f"nothing could be explained: all {summary['failed']} input file(s) failed (see {summary['csv']})")
+        return 1
+    return 0

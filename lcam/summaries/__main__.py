@@ -3,7 +3,7 @@
 Exit status 0 on success, 2 on bad input (too few images, mixed classes, masks cached with other
 settings, ...) or a missing / shadowed optional dependency (checked first, before any model is
 loaded: :data:`SUMMARY_FEATURES`, :mod:`lcam.runtime.optional`, the message names the pip commands that
-repair it) with one ``error: ...`` line; ``LCAM_TRACEBACK=1`` shows the traceback instead.
+repair it) with one ``error: ...`` line; ``HYDRA_FULL_ERROR=1`` shows the traceback instead.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ SUMMARY_FEATURES = ("selective_search", "scikit_image", "scikit_learn")
 
 def run(cfg: DictConfig) -> dict[str, object]:
     """Run the pipeline from a composed config and print what it found; returns the run summary
-    (``explained``, ``failed``, ``csv``) that :func:`lcam.explain.cli.run_for_status` reads.
+    (``explained``, ``failed``, ``csv``) that :func:`lcam.runtime.tasks.run_for_status` reads.
     Raises :class:`lcam.runtime.optional.MissingDependency` first (within a second) when a feature the
     pipeline needs is missing or shadowed."""
     from lcam.runtime.optional import require
@@ -51,11 +51,10 @@ def run(cfg: DictConfig) -> dict[str, object]:
 
 def exit_status(cfg: DictConfig) -> int:
     """0 on success, 2 on bad input (one ``error: ...`` line), as the other commands
-    (:func:`lcam.explain.cli.run_for_status`)."""
-    from lcam.explain.cli import run_for_status, user_errors
-    from lcam.runtime.optional import MissingDependency
+    (:func:`lcam.runtime.tasks.run_for_status`)."""
+    from lcam.runtime.tasks import run_for_status
 
-    return run_for_status(run, cfg, (*user_errors(), MissingDependency))
+    return run_for_status(run, cfg)
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="summaries")
