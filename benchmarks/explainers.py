@@ -519,7 +519,7 @@ class Bench:
                         diffs.append("-")
                 lines.append(f"| {LABELS[e['model']]} | {e['image']} | {e['live']} / {e['k']} | " + " | ".join(cells)
                              + f" | {', '.join(diffs)} |")
-        lines += ["", "### Targets (issue 3)", "", "| target | measured | holds |", "|---|---|---|"]
+        lines += ["", "### Targets", "", "| target | measured | holds |", "|---|---|---|"]
         lines += self.targets()
         if self.notes:
             lines += ["", *[f"- {n}" for n in self.notes]]

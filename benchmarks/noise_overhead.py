@@ -1,4 +1,4 @@
-"""Cost of batch-independent noise: keyed generators against one generator stream (issue 19, task A).
+"""Cost of batch-independent noise: keyed generators against one generator stream.
 
     python -m benchmarks.noise_overhead      # -> benchmarks/results/noise_overhead.md
 

@@ -11,7 +11,7 @@ prints the Pearson r and the largest absolute difference of the two [0, 1] maps,
 the normalised tensor (so its Score-CAM masks the normalised input, as ours does with
 ``substrate=mean``) and has trainable parameters (it needs them to hook gradients).
 
-HiResCAM, LayerCAM, EigenCAM and Ablation-CAM (issue 21) are compared the same way. EigenCAM is
+HiResCAM, LayerCAM, EigenCAM and Ablation-CAM are compared the same way. EigenCAM is
 compared twice: ours as the paper (``center=False``, the SVD of the raw activations) and ours with
 ``center=True`` (pytorch-grad-cam centres every channel before its SVD); pytorch-grad-cam also leaves
 SVD's sign to LAPACK (ours: positive where the layer is active), so a negative r means a flipped

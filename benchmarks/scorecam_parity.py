@@ -1,4 +1,4 @@
-"""Score-CAM against pytorch-grad-cam's ScoreCAM, reconciled one change at a time (issue 19.6).
+"""Score-CAM against pytorch-grad-cam's ScoreCAM, reconciled one change at a time.
 
     pip install grad-cam ttach --no-deps      # --no-deps: its opencv-python-headless breaks the project's OpenCV
     python -m benchmarks.scorecam_parity      # -> benchmarks/results/scorecam_parity.md

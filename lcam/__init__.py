@@ -4,7 +4,7 @@
     model = LCAM.load_from_checkpoint("run/checkpoints/last.ckpt")
     result = model.explain(images)                        # or lcam.explain("vgg16", images, method="gradcam")
 
-On CPU, ``lcam.tune_cpu_allocator()`` makes masked passes ~2x faster (see :mod:`lcam.runtime.allocator`).
+On CPU, ``lcam.tune_cpu_allocator()`` makes masked passes faster (see :mod:`lcam.runtime.allocator`).
 Heavy modules load on first use (``import lcam`` alone stays cheap).
 """
 from __future__ import annotations

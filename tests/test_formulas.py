@@ -1,6 +1,6 @@
-"""Formulas recomputed independently inside the tests (issue 19.7).
+"""Formulas recomputed independently inside the tests.
 
-Each test rebuilds a method's formula from its definition (REFERENCE.md, the module docstrings)
+Each test rebuilds a method's formula from its definition (the papers the module docstrings cite)
 with plain torch operations and compares it with the implementation, so a changed formula fails
 here even where the behaviour tests (localisation, shapes, seeds) would still pass. Where a test
 could pass by accident (a term too small to matter), it also checks that the reference with that

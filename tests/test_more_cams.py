@@ -1,4 +1,4 @@
-"""HiResCAM, LayerCAM, EigenCAM, Ablation-CAM and the Captum explainers (issue 21): closed forms
+"""HiResCAM, LayerCAM, EigenCAM, Ablation-CAM and the Captum explainers: closed forms
 recomputed here, class tests, Captum called directly, and parity with pytorch-grad-cam (skipped
 when it is not installed)."""
 from __future__ import annotations

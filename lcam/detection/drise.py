@@ -1,4 +1,4 @@
-"""D-RISE: black-box saliency for any detector (Petsiuk et al.; REFERENCE section 4).
+"""D-RISE: black-box saliency for any detector ("Black-box Explanation of Object Detectors via Saliency Maps", Petsiuk et al., https://arxiv.org/abs/2006.03204).
 
 For ``N`` random RISE masks ``M_i`` (``s x s`` binary grids, each cell kept with probability
 ``p``, bilinearly upsampled to ``(s + 1) * cell`` pixels with ``cell = ceil(H / s)``, shifted by a

@@ -1,7 +1,7 @@
 """Detection deletion / insertion as the D-RISE face-detection paper runs it: the mAP over the folder.
 
-"Towards Explainability in Using Deep Learning for Face Detection in Paintings" (REFERENCE
-section 4, Fig. 9; D-RISE: Petsiuk et al., https://arxiv.org/abs/2006.03204). At each fraction
+"Towards Explainability in Using Deep Learning for Face Detection in Paintings" (Fig. 9;
+D-RISE: Petsiuk et al., https://arxiv.org/abs/2006.03204). At each fraction
 ``f = i / n_steps`` of pixels perturbed, **every image of the folder** is perturbed by its own
 saliency map (deletion: its ``floor(f * H * W)`` most salient pixels replaced by a Gaussian-blurred
 copy, kernel 51, sigma 50 px; insertion: the blurred copy with those pixels put back), the detector

@@ -232,9 +232,8 @@ class Explainer(nn.Module, ABC):
 
         Perturbation methods build their inputs (masked or noisy copies), so they also choose the
         memory layout the classifier runs them in: channels-last where the method has
-        ``channels_last = True``. Channels-last convolutions are faster on CPU (oneDNN, 2-core
-        benchmark machine: MobileNetV2 1.2x per pass at 4 per pass, 1.6x at 8; VGG-16 about 1.2x;
-        ResNet-50 about 1.05x) and give the same probabilities up to float rounding. A
+        ``channels_last = True``. Channels-last convolutions are faster on CPU (oneDNN; measured in
+        ``benchmarks/``) and give the same probabilities up to float rounding. A
         classifier that cannot take them (a ``.view()`` on its feature maps) falls back to the
         default layout with a warning.
         """

@@ -1,4 +1,4 @@
-"""Average Drop / Increase in Confidence (Grad-CAM++ protocol, REFERENCE section 1).
+"""Average Drop / Increase in Confidence (the protocol of Grad-CAM++, https://arxiv.org/abs/1710.11063, as L-CAM uses it).
 
 ``AD = 100/N * sum max(0, Y_i - O_i) / Y_i`` (lower is better) and
 ``IC = 100/N * sum [Y_i < O_i]`` (higher is better), where ``Y_i`` is the probability of the

@@ -1,4 +1,4 @@
-"""Insertion / deletion AUC (RISE, REFERENCE section 3), batched.
+"""Insertion / deletion AUC (RISE: "Randomized Input Sampling for Explanation of Black-box Models", https://arxiv.org/abs/1806.07421), batched.
 
 Deletion starts from the image and replaces its pixels, most salient first, by a *substrate*;
 insertion starts from the substrate and puts the image's pixels back, most salient first.

@@ -1,4 +1,4 @@
-"""Localisation and comparison metrics (REFERENCE section 3), as torchmetrics ``Metric`` classes.
+"""Localisation and comparison metrics (the papers are cited at each metric), as torchmetrics ``Metric`` classes.
 
 Every metric here has one signature, ``update(images, maps, targets, boxes)``:
 

@@ -1,4 +1,4 @@
-"""Per-sample saliency thresholding and explanation images (REFERENCE section 1)."""
+"""Per-sample saliency thresholding and explanation images (as L-CAM evaluates, https://arxiv.org/abs/2209.11189)."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""The L-CAM loss: cross-entropy + mask area + total variation (REFERENCE section 1).
+"""The L-CAM loss: cross-entropy + mask area + total variation (L-CAM, "Learning Visual Explanations for DCNN-Based Image Classifiers Using an Attention Mechanism", https://arxiv.org/abs/2209.11189).
 
 ``L = ce_coef * CE(f(x'), c) + area_coef * mean((sigmoid(A_c) + area_eps) ** area_power)
 + tv_coef * TV(sigmoid(A_c))`` with defaults ``1.5, 2, 0.01, 0.3`` and ``area_eps = 5e-4``.

@@ -4,9 +4,8 @@ glibc serves an allocation above ``M_MMAP_THRESHOLD`` (dynamic, at most 32 MiB o
 own ``mmap`` and gives it back with ``munmap`` when freed. A CPU forward pass allocates activation
 tensors of that size for every batch (EfficientNet-Lite0's expanded 112 x 112 stage at 4 images
 is ~77 MB), so every masked pass of Score-CAM / RISE maps fresh pages and the kernel zeroes them:
-measured on the 2-core benchmark machine, EfficientNet-Lite0 at 16 images per pass took 26 ms per
-image (user 4.6 s, **sys 3.6 s**) by default and 10.8 ms (sys 0.0 s) with the thresholds raised,
-the same maps. :func:`tune_cpu_allocator` raises ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` to
+much of the CPU time goes to the kernel, for the same maps (the measured cost is in the README's
+performance notes). :func:`tune_cpu_allocator` raises ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` to
 1 GiB so freed blocks stay in the heap and are reused by the next batch; the process's peak
 memory is unchanged, but it keeps its peak until it exits.
 

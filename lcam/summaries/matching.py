@@ -17,7 +17,7 @@ image, :func:`lcam.summaries.proposals.top_proposals`) and read out for the kept
 * score ``A(r, r') g(r, r')``; the class matrix over the kept parts is symmetrised,
   ``(S + S^T) / 2``, and parts of one image get 0 (a summary gathers a part across images).
 
-Without ``context`` (``matching.context: parts``, the pipeline before issue 19) each image's
+Without ``context`` (``matching.context: parts``, the earlier pipeline) each image's
 context is its kept parts alone: with one or two parts per image the vote has no or one neighbour
 and the geometric term all but vanishes.
 

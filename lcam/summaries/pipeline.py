@@ -4,13 +4,14 @@
     report = summarise("photos/tench/", "efficientnet_lite0", output_dir="summaries/tench")
     report.n_summaries, report.summaries[0]["members"]
 
-Steps (REFERENCE section 5; one module each): crisp masks per image (:mod:`.masks`, cached and
+Steps ("Understanding Deep Architectures by Visual Summaries", https://arxiv.org/abs/1801.09103;
+one module each): crisp masks per image (:mod:`.masks`, cached and
 resumable) -> regions (:mod:`.regions`) -> selective-search proposals of the whole image, the top
 ``proposals.top_k`` of each (:mod:`.proposals`) -> those matched in context, every pair of images
 (:mod:`.matching`) -> the matched proposals kept inside regions (the paper's 75% and area-ratio-2
 rules), their similarity matrix read from the in-context scores -> Affinity Propagation and the SSIM
 filter (:mod:`.clustering`) -> one sheet per summary (:mod:`.render`). ``matching.context: parts``
-restores the order before issue 19 (keep the parts first, match only them).
+restores the earlier order (keep the parts first, match only them).
 
 Written to ``output_dir``: ``masks/`` (one ``.npz`` per image), ``summary_<k>.png``,
 ``overview.png`` (a row per summary), ``summaries.json`` (class, settings, timings, every summary
@@ -61,7 +62,7 @@ class Settings:
             in context, :func:`~lcam.summaries.proposals.top_proposals`) and the filters of
             :func:`~lcam.summaries.proposals.parts_in_regions`.
         matching: ``context`` (``image``: match the top-K proposals of the whole images, then keep
-            the parts; ``parts``: keep the parts, then match only them, the pipeline before issue 19,
+            the parts; ``parts``: keep the parts, then match only them, the earlier pipeline,
             which ignores ``top_k``), ``patch``, ``neighbours``, ``sigma`` (:mod:`~lcam.summaries.matching`).
         clustering: ``damping``, ``preference``, ``min_images``, ``ssim_ratio``, ``ssim_patch``.
         min_agreement: the smallest share of images whose top-1 class is the summarised class
