@@ -1,10 +1,11 @@
-"""Visual summaries of Imagenette classes with the two offline classifiers (REFERENCE section 5).
+"""Visual summaries of Imagenette classes with the two offline classifiers ("Understanding Deep Architectures by Visual
+Summaries", https://arxiv.org/abs/1801.09103).
 
 For each classifier and class: the first ``--images`` validation photos of the class folder in
 ``../shared/data/imagenette-subset``, summarised for the true class with the paper's settings
 (:func:`lcam.summaries.summarise`), once per ``--contexts`` value of ``matching.context``
 (``image``: proposals matched in the whole images' context, then kept in crisp regions, the
-default since issue 19; ``parts``: kept first, matched alone, the pipeline before it). The crisp
+default; ``parts``: kept first, matched alone, the pipeline before it). The crisp
 masks are computed once per classifier and class under ``--masks`` and shared by every context
 (a rerun recomputes nothing). Writes ``benchmarks/results/summaries.md`` (counts, parts, SSIM,
 crisp drop, accuracy, wall time) and ``summaries.png`` (every class's summaries of the first
@@ -89,7 +90,7 @@ def write_report(rows: list[dict], args: argparse.Namespace) -> None:
              "settings (crisp masks 300 + 150 steps; proposals kept when they hold > 75% of a region; area ratio 2; "
              "Affinity Propagation, preference = the median cross-image similarity; SSIM filter at 90% of the class "
              "median). Context `image`: the top 500 selective-search proposals of each image matched in context, then "
-             "kept in regions; `parts`: kept first, matched alone (before issue 19). Accuracy: top-1 on these photos. "
+             "kept in regions; `parts`: kept first, matched alone (the earlier pipeline). Accuracy: top-1 on these photos. "
              "SSIM: per summary the median pairwise SSIM of its parts (64-px grey patches); the table gives the median "
              "over the class's summaries [min-max], and the class's median SSIM (the filter's reference). "
              "Mask time: the crisp optimisation (2-core CPU; 0 s: cached); match: the matching step; wall: the whole "
