@@ -132,14 +132,14 @@ def test_a_run_killed_mid_method_resumes_to_the_same_table(straight, boxes_file,
     with open(part, "a") as f:
         f.write('{"index": 7, "method": "RISE", "AD1')
     again = evaluate_script([*args], ROOT)  # no resume=auto: refused, nothing overwritten
-    assert again.returncode == 1 and "resume=auto" in again.stderr
+    assert again.returncode == USER_ERROR_STATUS and "resume=auto" in again.stderr
     resumed = evaluate_script([*args, "resume=auto"], ROOT)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Grad-CAM: every image has a record" in resumed.stdout
     assert len(read_records(run)) == 18
     assert_same_table(straight, run)
     other = evaluate_script([*args, "resume=auto", "methods.rise.n_masks=31"], ROOT)
-    assert other.returncode == 1 and "methods.RISE.n_masks (was 30, now 31)" in other.stderr
+    assert other.returncode == USER_ERROR_STATUS and "methods.RISE.n_masks (was 30, now 31)" in other.stderr
 
 
 def test_three_shards_merge_to_the_single_run(straight, boxes_file, tmp_path):
