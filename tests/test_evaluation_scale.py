@@ -22,7 +22,7 @@ import torch
 
 from lcam.evaluation.records import read_records
 from lcam.evaluation.run import run_evaluation
-from lcam.runtime.errors import UserError
+from lcam.runtime.errors import USER_ERROR_STATUS, UserError
 from tests.helpers import compose_train
 
 ROOT = Path(__file__).resolve().parents[1]
