@@ -77,7 +77,7 @@ def randomisation_columns(records: Sequence[Mapping[str, Any]]) -> tuple[list[st
     """The step labels and measures present in the records, in column order."""
     steps: list[str] = []
     measures: list[str] = []
-    for c in metric_columns(r for r in records if r.get("status") == OK):
+    for c in metric_columns((r for r in records if r.get("status") == OK), grouped=True):
         m = _COLUMN.match(c)
         if m:
             if m["step"] not in steps:

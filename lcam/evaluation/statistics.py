@@ -39,12 +39,14 @@ def by_method(records: Iterable[Mapping[str, Any]], methods: Sequence[str] | Non
     return groups
 
 
-def metric_columns(records: Iterable[Mapping[str, Any]]) -> list[str]:
-    """The metric columns present in the records, in first-seen order (``O<t>`` probabilities excluded)."""
+def metric_columns(records: Iterable[Mapping[str, Any]], grouped: bool = False) -> list[str]:
+    """The metric columns present in the records, in first-seen order. Left out: the ``O<t>``
+    probabilities and grouped columns ``<group>/<...>`` (e.g. the sanity checks' ``Rand/<step>/<measure>``,
+    which their own report tabulates) unless ``grouped``."""
     cols: list[str] = []
     for r in records:
         for k in r:
-            if k not in cols and k not in ID_FIELDS and not (k.startswith("O") and k[1:].replace(".", "").isdigit()):
+            if k not in cols and k not in ID_FIELDS and (grouped or "/" not in k) and not (k.startswith("O") and k[1:].replace(".", "").isdigit()):
                 cols.append(k)
     return cols
 
