@@ -32,6 +32,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from lcam.evaluation.manifest import read_manifest
 from lcam.evaluation.run import run_evaluation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,7 +154,15 @@ def report(args: argparse.Namespace) -> str:
              "explanation; s/img wall time on a shared 2-core CPU (not comparable across rows run at different loads). "
              "Every number below is computed from the per-image records of the runs by lcam.evaluation.", ""]
     for group in groups:
-        runs = sorted(p for p in group.iterdir() if (p / "evaluation.json").is_file())
+        runs, unfinished = [], []
+        for p in sorted(p for p in group.iterdir() if (p / "evaluation.json").is_file()):
+            m = read_manifest(p) or {}
+            (runs if set(m.get("complete", [])) >= set(m["identity"]["methods"]) else unfinished).append(p)
+        if unfinished:
+            lines += [f"Not finished (left out; continue with the same --methods command): "
+                      + ", ".join(p.name for p in unfinished), ""]
+        if not runs:
+            continue
         merged = group.with_name(group.name + "-report")
         shutil.rmtree(merged, ignore_errors=True)
         evaluate(["logger=csv", f"merge=[{','.join(map(str, runs))}]", f"title={group.name}"], merged)
