@@ -159,7 +159,7 @@ def report(args: argparse.Namespace) -> str:
             m = read_manifest(p) or {}
             (runs if set(m.get("complete", [])) >= set(m["identity"]["methods"]) else unfinished).append(p)
         if unfinished:
-            lines += [f"Not finished (left out; continue with the same --methods command): "
+            lines += ["Not finished (left out; continue with the same --methods command): "
                       + ", ".join(p.name for p in unfinished), ""]
         if not runs:
             continue
