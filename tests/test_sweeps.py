@@ -151,7 +151,7 @@ def test_sbatch_example_gives_each_rank_the_same_run_dir(tmp_path):
 
 
 def test_ddp_children_of_a_multirun_job_get_its_overrides_in_run_mode(monkeypatch):
-    from lcam import launch
+    from lcam.runtime import launch
 
     argv = ["train.py", "-m", "-cn", "train", "--config-dir=/extra", "model.loss.area_coef=1,2"]
     monkeypatch.setattr(launch, "_ORIGINAL_ARGV", argv)
