@@ -80,7 +80,8 @@ def assert_same_table(a: Path, b: Path) -> None:
 
 
 def evaluate_script(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "LCAM_TRACEBACK")}  # as a user runs it
+    env.update({"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"})
     return subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
