@@ -46,16 +46,27 @@ def boxes_file(tmp_path_factory) -> Path:
     return path
 
 
+def evaluate_in_process(overrides: list[str], out: Path) -> list[dict]:
+    """``run_evaluation`` with one intra-op thread (as each process of the DDP runs has)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run_evaluation(compose_train(overrides, out, config_name="evaluate"))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def merge(runs: list[Path], out: Path) -> list[dict]:
+    """``python evaluate.py merge=[RUNS]`` into ``out``."""
+    return run_evaluation(compose_train(["logger=csv", f"merge=[{','.join(map(str, runs))}]", "bootstrap=500"], out,
+                                        config_name="evaluate"))
+
+
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory, boxes_file) -> Path:
     """One process, one thread, uninterrupted: the reference run folder."""
     out = tmp_path_factory.mktemp("straight")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run_evaluation(compose_train([*SMALL, f"boxes={boxes_file}"], out, config_name="evaluate"))
-    finally:
-        torch.set_num_threads(threads)
+    evaluate_in_process([*SMALL, f"boxes={boxes_file}"], out)
     return out
 
 
@@ -144,50 +155,32 @@ def test_a_run_killed_mid_method_resumes_to_the_same_table(straight, boxes_file,
 
 
 def test_three_shards_merge_to_the_single_run(straight, boxes_file, tmp_path):
-    shards = []
-    for i in range(3):
-        shards.append(tmp_path / f"shard{i}")
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            run_evaluation(compose_train([*SMALL, f"boxes={boxes_file}", f"data.shard={i}/3"], shards[-1], config_name="evaluate"))
-        finally:
-            torch.set_num_threads(threads)
-        assert sorted({r["index"] for r in read_records(shards[-1])}) == list(range(i, 9, 3))
-    merged = tmp_path / "merged"
-    run_evaluation(compose_train(["logger=csv", f"merge=[{','.join(map(str, shards))}]", "bootstrap=500"], merged,
-                                 config_name="evaluate"))
-    assert_same_table(straight, merged)
+    shards = [tmp_path / f"shard{i}" for i in range(3)]
+    for i, shard in enumerate(shards):
+        evaluate_in_process([*SMALL, f"boxes={boxes_file}", f"data.shard={i}/3"], shard)
+        assert sorted({r["index"] for r in read_records(shard)}) == list(range(i, 9, 3))
+    merge(shards, tmp_path / "merged")
+    assert_same_table(straight, tmp_path / "merged")
     with pytest.raises(UserError, match=r"missing: \[2\]"):
-        run_evaluation(compose_train(["logger=csv", f"merge=[{shards[0]},{shards[1]}]"], tmp_path / "m2", config_name="evaluate"))
+        merge(shards[:2], tmp_path / "m2")
     with pytest.raises(UserError, match=r"twice: \[0\]"):
-        run_evaluation(compose_train(["logger=csv", f"merge=[{shards[0]},{shards[0]},{shards[1]}]"], tmp_path / "m3",
-                                     config_name="evaluate"))
+        merge([shards[0], *shards[:2]], tmp_path / "m3")
     odd = tmp_path / "odd"
-    run_evaluation(compose_train([*SMALL, f"boxes={boxes_file}", "methods.rise.n_masks=20", "data.shard=2/3"], odd,
-                                 config_name="evaluate"))
+    evaluate_in_process([*SMALL, f"boxes={boxes_file}", "methods.rise.n_masks=20", "data.shard=2/3"], odd)
     with pytest.raises(UserError, match=r"another config: methods.RISE.n_masks \(was 30, now 20\)"):
-        run_evaluation(compose_train(["logger=csv", f"merge=[{shards[0]},{shards[1]},{odd}]"], tmp_path / "m4",
-                                     config_name="evaluate"))
+        merge([*shards[:2], odd], tmp_path / "m4")
 
 
 def test_runs_of_different_methods_on_the_same_images_merge(straight, boxes_file, tmp_path):
     """The leaderboard's way: each method in a run of its own (here Grad-CAM whole, RISE in 2 shards), one table."""
     runs = [tmp_path / "gradcam", tmp_path / "rise0", tmp_path / "rise1"]
     settings = [["methods.rise=null"], ["methods.gradcam=null", "data.shard=0/2"], ["methods.gradcam=null", "data.shard=1/2"]]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for run, extra in zip(runs, settings):
-            run_evaluation(compose_train([*SMALL, f"boxes={boxes_file}", *extra], run, config_name="evaluate"))
-    finally:
-        torch.set_num_threads(threads)
-    merged = tmp_path / "merged"
-    run_evaluation(compose_train(["logger=csv", f"merge=[{','.join(map(str, runs))}]", "bootstrap=500"], merged,
-                                 config_name="evaluate"))
-    assert_same_table(straight, merged)
+    for run, extra in zip(runs, settings):
+        evaluate_in_process([*SMALL, f"boxes={boxes_file}", *extra], run)
+    merge(runs, tmp_path / "merged")
+    assert_same_table(straight, tmp_path / "merged")
     with pytest.raises(UserError, match=r"the shards of RISE must be 0/2 .. 1/2, each once; missing: \[1\]"):
-        run_evaluation(compose_train(["logger=csv", f"merge=[{runs[0]},{runs[1]}]"], tmp_path / "m2", config_name="evaluate"))
+        merge(runs[:2], tmp_path / "m2")
 
 
 def test_bad_shard_spec_names_the_key(tmp_path):
