@@ -134,8 +134,10 @@ COMMANDS = readme_commands(README.read_text())
 
 
 def test_readme_has_commands_for_every_entry_point():
+    # the README is a short front page (the demo, the tour); the documentation site's commands
+    # (dozens) are composed by tests/test_docs.py with this module's parser
     assert {c.config for c in COMMANDS} == {"train", "evaluate", "explain", "summaries"}
-    assert len(COMMANDS) >= 20
+    assert len(COMMANDS) >= 8
 
 
 def test_parser_finds_continued_and_inline_commands():
