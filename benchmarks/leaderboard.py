@@ -168,7 +168,7 @@ def report(args: argparse.Namespace) -> str:
         evaluate(["logger=csv", f"merge=[{','.join(map(str, runs))}]", f"title={group.name}"], merged)
         lines += [(merged / "results.md").read_text(), ""]
         if (merged / "methods.png").is_file():
-            figure = RESULTS / f"leaderboard_{group.name}.png"
+            figure = RESULTS / f"leaderboard_{group.name}_methods.png"
             shutil.copy2(merged / "methods.png", figure)
             lines += [f"![maps of the first photos, every method]({figure.name})", ""]
     return "\n".join(lines)
