@@ -19,3 +19,16 @@ def effnet():
     from lcam.backbones import build_backbone
 
     return build_backbone({"name": "tf_efficientnet_lite0", "source": "timm", "weights": "imagenet"})
+
+
+@pytest.fixture(autouse=True)
+def _no_shared_wandb_service():
+    """A test that starts W&B in this process leaves its service's address in ``WANDB_SERVICE``;
+    subprocesses of later tests (a run killed and resumed with the same run id) would share that
+    service and find the id still in use. Close it and drop the address after each test."""
+    yield
+    if "WANDB_SERVICE" in os.environ:
+        import wandb
+
+        wandb.teardown()
+        os.environ.pop("WANDB_SERVICE", None)

@@ -52,8 +52,14 @@ def backbone_preset(name: str) -> dict[str, Any] | None:
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
-    """Instantiate every ``_target_`` entry of a config group (``callbacks``, ``logger``)."""
+    """Instantiate every ``_target_`` entry of a config group (``callbacks``, ``logger``).
+
+    The project's resolvers (``${sweep_group:...}`` in the logger configs) are registered first, so
+    any job that builds its loggers here resolves them, whatever it imported before.
+    """
     from hydra.utils import instantiate
+
+    import lcam.runtime.launch  # noqa: F401 - registers ${sweep_group:...}
 
     if not group:
         return []
