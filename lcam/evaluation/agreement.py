@@ -60,7 +60,7 @@ def _ranks(means: np.ndarray, metrics: Sequence[str]) -> np.ndarray:
     """``(M, K)`` means -> ``(M, K)`` ranks, 1 = best under each metric's direction."""
     signs = np.array([direction(c) for c in metrics], dtype=np.float64)
     # means equal up to float rounding (two methods with the same maps) tie
-    return rankdata(np.round(-signs * means, 9), axis=0)
+    return rankdata(np.round(-signs * means, 6), axis=0)
 
 
 def kendall_matrix(ranks: np.ndarray) -> np.ndarray:
