@@ -16,7 +16,7 @@ from pytorch_lightning.loggers import WandbLogger
 
 from lcam.evaluation.agreement import ranking_report
 from lcam.evaluation.records import UNREADABLE, method_dir, read_records
-from lcam.evaluation.report import intervals_markdown, to_markdown, win_rate_markdown
+from lcam.evaluation.report import intervals_markdown, table_columns, to_markdown, win_rate_markdown
 from lcam.evaluation.statistics import paired_intervals, table_rows, win_rates
 from lcam.runtime.io import atomic_write, save_image_atomic, write_csv_atomic
 
@@ -79,8 +79,6 @@ def write_outputs(cfg: DictConfig, out: Path, methods: Mapping[str, Mapping[str,
             text.append(section)
     with atomic_write(out / "results.md", "w") as f:
         f.write("\n".join(text))
-    from lcam.evaluation.report import table_columns
-
     write_csv_atomic(out / "results.csv", rows, ["method", *table_columns(rows)])
     lines = ["\n".join(text), f"Table: {out / 'results.md'}", f"CSV:   {out / 'results.csv'}",
              f"Records (one JSON line per image and method): {out / 'records'}"]

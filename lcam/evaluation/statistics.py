@@ -19,8 +19,10 @@ import math
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+import torch
 
 from lcam.evaluation.records import OK
+from lcam.metrics.localisation import WinRate
 
 #: record fields that are not metric columns
 ID_FIELDS = ("index", "image", "method", "status", "error", "label", "target", "target_name", "loc_target", "Y",
@@ -159,8 +161,7 @@ def win_rates(records: Iterable[Mapping[str, Any]], methods: Sequence[str] | Non
             common = drops[a].keys() & drops[b].keys()
             if not common:
                 continue
-            da = np.array([drops[a][k] for k in common])
-            db = np.array([drops[b][k] for k in common])
-            tie = np.abs(da - db) <= tie_tolerance
-            table[i, j] = 100.0 * float(((~tie & (da < db)) + 0.5 * tie).mean())
+            pair = WinRate(2, tie_tolerance=tie_tolerance)  # the project's one Win% rule (ties count half)
+            pair.update(torch.tensor([[drops[a][k], drops[b][k]] for k in sorted(common)], dtype=torch.float64))
+            table[i, j] = float(pair.compute()[0, 1])
     return names, table
