@@ -161,7 +161,8 @@ def win_rates(records: Iterable[Mapping[str, Any]], methods: Sequence[str] | Non
             common = drops[a].keys() & drops[b].keys()
             if not common:
                 continue
-            pair = WinRate(2, tie_tolerance=tie_tolerance)  # the project's one Win% rule (ties count half)
+            # the project's one Win% rule (ties count half); local: rank 0 alone writes the tables under DDP
+            pair = WinRate(2, tie_tolerance=tie_tolerance, sync_on_compute=False)
             pair.update(torch.tensor([[drops[a][k], drops[b][k]] for k in sorted(common)], dtype=torch.float64))
             table[i, j] = float(pair.compute()[0, 1])
     return names, table
