@@ -129,6 +129,36 @@ def test_drise_map_is_the_weighted_sum_of_masks(debias, use_objectness):
     torch.testing.assert_close((got - expected) / span, torch.zeros_like(got), atol=1e-4, rtol=0)
 
 
+
+class NearlyConstantDetector(Detector):
+    """One fixed proposal whose objectness is 0.9 plus 1e-4 times the mean of a patch: weights nearly constant."""
+
+    name = "flat"
+    has_objectness = True
+
+    def __init__(self) -> None:
+        super().__init__(["a", "b"], score_threshold=0.0, nms_iou=None)
+
+    def proposals(self, images: Tensor) -> list[Detections]:
+        return [Detections(torch.tensor([[8.0, 8.0, 24.0, 24.0]]), torch.tensor([[1.0, 0.0]]),
+                           (0.9 + 1e-4 * img[:, 8:24, 8:24].mean()).view(1)) for img in images]
+
+
+def test_drise_debias_keeps_its_precision_when_the_weights_are_nearly_constant():
+    """The debiased sum is a small difference of large sums; in float32 it must still match float64 to ~1e-4 of
+    its range (a plain ``sum w M - mean(w) sum M`` in float32 loses about 4 % here)."""
+    detector = NearlyConstantDetector()
+    image = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    targets = detector.proposals(image)
+    n = 400
+    got = DRISE(detector, n_masks=n, s=8, p=0.5, batch_size=50, seed=1, normalize=False, debias=True)(image, targets)[0]
+    masks = reference_drise_masks(n, 8, 0.5, 1, (SIZE, SIZE)).double()
+    weights = torch.stack([detector.proposals(image * masks[i].float())[0].objectness[0].double() for i in range(n)])
+    expected = torch.einsum("n,nhw->hw", weights - weights.mean(), masks) / n
+    span = expected.max() - expected.min()
+    assert float(span) > 0
+    assert float((got[0].double() - expected).abs().max() / span) < 1e-4
+
 # -- crisp masks: the objective term by term --------------------------------------------------------
 def reference_crisp(model: FrozenClassifier, images: Tensor, targets: Tensor, phases, beta: float, sigma0: float,
                     levels: int, scale: int, lr: float) -> Tensor:

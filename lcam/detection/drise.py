@@ -188,17 +188,22 @@ class DRISE:
             tg = targets[i].to(device)
             sal = torch.zeros(len(tg), h, w, device=device)
             coverage = torch.zeros(h, w, device=device)
-            total = torch.zeros(len(tg), device=device)
+            total = torch.zeros(len(tg), device=device)  # debias: sum_i (w_i - shift)
+            shift = None  # (T,) debias: the first chunk's mean weight; sums of w_i - shift keep float32 exact enough
             if len(tg):
                 for part in chunks(self.n_masks, size):
                     m = masks.render(part, (h, w), images.dtype)  # (n, H, W)
                     masked = substrate[i] + (images[i] - substrate[i]) * m.unsqueeze(1)
                     weights = mask_weights(tg, self.detector.proposals(masked), self.use_objectness)
-                    sal += torch.einsum("tn,nhw->thw", weights, m.float())
                     if self.debias:
-                        coverage += m.float().sum(0)
+                        if shift is None:
+                            shift = weights.mean(1)
+                        weights = weights - shift.view(-1, 1)
                         total += weights.sum(1)
-            if self.debias:
+                        coverage += m.float().sum(0)
+                    sal += torch.einsum("tn,nhw->thw", weights, m.float())
+            if self.debias and shift is not None:
+                # sum_i (w_i - mean w) M_i = sum_i (w_i - shift) M_i - (mean w - shift) sum_i M_i
                 sal -= (total / self.n_masks).view(-1, 1, 1) * coverage
             sal /= self.n_masks
             out.append(minmax_normalize(sal) if self.normalize and len(tg) else sal)
