@@ -152,3 +152,38 @@ def test_table1_experiments_compose_with_paper_settings(experiment, rise_masks, 
     assert model.spec.name == experiment.split("_")[1] and list(explainers) == labels
     # the code behind the paper's Table 1 weighs Score-CAM's channels by the class probability
     assert explainers["Score-CAM"].weighting == "probability" and explainers["Score-CAM"].substrate == "mean"
+
+
+def test_progress_bar_counts_the_time_of_the_metrics(effnet, tmp_path):
+    """A slow metric (here: 0.3 s per batch, as the sanity metric's many explanations) gets its share of each batch
+    on the bar, learnt from the batch before, so the bar moves with the time spent and its ETA is right."""
+    import time
+
+    import pytorch_lightning as pl
+
+    from lcam.data.unreadable import SkippingDataLoader
+    from lcam.evaluation.evaluator import MetricSpec
+    from lcam.evaluation.sampling import EvaluationSamples, collate_samples
+
+    seen: list[float] = []  # where the bar stands (in batches) when the metric starts
+    bars = []
+
+    class Slow:
+        columns = ("slow",)
+
+        def per_image(self, images, maps, targets):
+            seen.append(ev._bar.n / images.shape[0])
+            bars.append(ev._bar)
+            time.sleep(0.3)
+            return {"slow": torch.zeros(images.shape[0])}
+
+    ev = ExplainerEvaluator(effnet, {"gradcam": build_explainer("gradcam", effnet)}, run_dir=str(tmp_path), n_images=6,
+                            metrics=[MetricSpec("slow", lambda model, explainer: Slow())], progress=True)
+    data = EvaluationSamples(torch.utils.data.TensorDataset(torch.rand(6, 3, 64, 64), torch.zeros(6, dtype=torch.long)))
+    loader = SkippingDataLoader(data, batch_size=2, sampler=ev.sampler, collate_fn=collate_samples)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    for _ in ev.methods_in_turn():
+        trainer.test(ev, loader, verbose=False)
+    assert seen[0] == pytest.approx(0.5)  # first batch: half the batch before the metrics, by default
+    assert seen[1] - 1 < 0.3 and seen[2] - 2 < 0.3  # then the explanation's measured share (a few ms of 0.3 s)
+    assert bars[0].n == 6  # and every image counted at the end
