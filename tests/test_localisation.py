@@ -111,6 +111,9 @@ def test_random_point_baseline_is_the_covered_share():
     assert float(random_point_hit_rate(boxes, (4, 4))) == pytest.approx(0.25)
     # 0.5 px tolerance adds the 8 edge neighbours (centre 0.5 px away), not the 4 diagonal ones
     assert float(random_point_hit_rate(boxes, (4, 4), tolerance=0.5)) == pytest.approx(12 / 16)
+    # a tolerance per image (stored-image pixels times each photo's scale): each image gets its own
+    two = torch.cat([boxes, boxes])
+    assert random_point_hit_rate(two, (4, 4), torch.tensor([0.0, 0.5])).tolist() == pytest.approx([0.25, 12 / 16])
 
 
 def test_zone_test_by_hand():

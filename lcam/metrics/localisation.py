@@ -90,11 +90,13 @@ def pixel_centres(height: int, width: int, device: torch.device | None = None) -
     return torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1)
 
 
-def box_masks(boxes: Tensor, size: tuple[int, int], tolerance: float = 0.0) -> Tensor:
-    """Union of each image's boxes (grown by ``tolerance`` px) as a ``(B, H, W)`` bool mask."""
+def box_masks(boxes: Tensor, size: tuple[int, int], tolerance: float | Tensor = 0.0) -> Tensor:
+    """Union of each image's boxes (grown by ``tolerance`` px: a number, or ``(B,)`` per image) as a ``(B, H, W)``
+    bool mask."""
     h, w = size
     grid = pixel_centres(h, w, boxes.device).expand(boxes.shape[0], -1, -1)
-    return (box_distance(grid, boxes) <= tolerance).view(boxes.shape[0], h, w)
+    tol = tolerance.to(boxes.device).view(-1, 1) if isinstance(tolerance, Tensor) else tolerance
+    return (box_distance(grid, boxes) <= tol).view(boxes.shape[0], h, w)
 
 
 # -- per-image scores ------------------------------------------------------------------------------
@@ -110,8 +112,9 @@ def pointing_hits(maps: Tensor, boxes: Tensor, tolerance: float | Tensor = 0.0) 
     return box_distance(max_points(maps)[:, None, :], boxes)[:, 0] <= tolerance
 
 
-def random_point_hit_rate(boxes: Tensor, size: tuple[int, int], tolerance: float = 0.0) -> Tensor:
-    """``(B,)`` exact pointing-game score of a uniformly random pixel: the share of pixels that hit."""
+def random_point_hit_rate(boxes: Tensor, size: tuple[int, int], tolerance: float | Tensor = 0.0) -> Tensor:
+    """``(B,)`` exact pointing-game score of a uniformly random pixel: the share of pixels that hit (``tolerance``
+    in pixels of ``size``: a number, or ``(B,)`` per image)."""
     return box_masks(boxes, size, tolerance).flatten(1).float().mean(dim=1)
 
 
