@@ -47,6 +47,18 @@ def test_ranks_follow_each_metrics_direction_and_tau_has_an_interval():
     assert rank_agreement(_records(values), ["a", "b"]) == []  # two methods: no ranking to compare
 
 
+def test_means_equal_up_to_float_rounding_tie_wherever_the_rounding_falls():
+    """Grad-CAM and XGrad-CAM on a GAP + linear head: the same maps up to float rounding, means 1.4e-6 apart at AD100
+    (25.9330635 vs 25.9330649: a 6-decimal rounding puts them on two sides) and 2e-5 at AD15; they must tie, and a
+    real difference of 1e-3 must not."""
+    means = {"gradcam": [25.933063475, 89.041459768], "xgradcam": [25.933064864, 89.041481149],
+             "other": [25.934, 89.0425]}
+    values = {m: {"AD100": [v[0]] * 3, "AD15": [v[1]] * 3} for m, v in means.items()}
+    metrics, ranks = rank_table(_records(values), list(means))
+    assert metrics == ["AD100", "AD15"]
+    assert ranks[:, 0].tolist() == [1.5, 1.5, 3] and ranks[:, 1].tolist() == [1.5, 1.5, 3]
+
+
 def test_noisy_metrics_get_wide_intervals():
     rng = np.random.default_rng(2)
     values = {m: {"AD100": list(rng.normal(0, 1, 30)), "IC100": list(rng.normal(0, 1, 30))} for m in "abcd"}

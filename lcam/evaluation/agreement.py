@@ -56,11 +56,29 @@ def _matrix(records: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> tup
     return [metrics[j] for j in keep], values[:, keep]
 
 
+#: means closer than this share of the column's largest magnitude tie (float rounding, not a difference)
+RANK_TIE_RTOL = 1e-6
+
+
 def _ranks(means: np.ndarray, metrics: Sequence[str]) -> np.ndarray:
-    """``(M, K)`` means -> ``(M, K)`` ranks, 1 = best under each metric's direction."""
+    """``(M, K)`` means -> ``(M, K)`` ranks, 1 = best under each metric's direction.
+
+    Two methods whose maps differ only by float rounding (Grad-CAM and XGrad-CAM on a GAP + linear
+    head) get means a few 1e-7 of the column's scale apart: sorted means whose gap is within
+    :data:`RANK_TIE_RTOL` of the column's largest magnitude form one tied group (mean rank).
+    """
     signs = np.array([direction(c) for c in metrics], dtype=np.float64)
-    # means equal up to float rounding (two methods with the same maps) tie
-    return rankdata(np.round(-signs * means, 6), axis=0)
+    scores = -signs * means  # lower is better
+    out = np.empty_like(scores)
+    for k in range(scores.shape[1]):
+        col = scores[:, k]
+        order = np.argsort(col, kind="stable")
+        tol = RANK_TIE_RTOL * max(float(np.nanmax(np.abs(col))) if np.isfinite(col).any() else 0.0, 1e-12)
+        gaps = np.diff(col[order]) > tol
+        groups = np.empty(len(col))
+        groups[order] = np.concatenate([[0], np.cumsum(gaps)])
+        out[:, k] = rankdata(groups)
+    return out
 
 
 def kendall_matrix(ranks: np.ndarray) -> np.ndarray:
