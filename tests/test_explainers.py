@@ -770,3 +770,23 @@ def test_each_class_map_peaks_on_its_own_object(name):
         own, other = REGIONS[target], REGIONS[1 - target]
         assert own[0].start <= peak[0] < own[0].stop and own[1].start <= peak[1] < own[1].stop, (name, target, peak)
         assert sal[own].mean() > 3 * sal[other].mean(), (name, target, sal[own].mean(), sal[other].mean())
+
+
+def test_sscam_says_once_when_the_paper_baseline_leaves_maps_empty():
+    """Class 2 of the toy classifier reads nothing: every masked image scores below the black substrate's 1/3, every
+    CIC is negative and the ReLU leaves nothing; the user is told why and what to change, once per explainer."""
+    import warnings
+
+    model = gap_linear_model()
+    image = 0.1 * torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    image[0, 0][REGIONS[0]] = 1.0
+    image[0, 1][REGIONS[1]] = 1.0
+    for cls in (SSCAM1, SSCAM2):
+        paper = cls(model, baseline="paper", n_samples=3, sigma=0.1, substrate="black")
+        with pytest.warns(UserWarning, match=r"1 of 1 maps are empty.*smaller sigma.*baseline='none'"):
+            assert float(paper(image, 2).max()) == 0.0
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            paper(image, 2)  # said once
+            cls(model, baseline="none", n_samples=3, sigma=0.1, substrate="black")(image, 2)  # not empty: silent
+            cls(model, baseline="paper", n_samples=3, sigma=0.1, substrate="black")(image, 0)  # not empty: silent

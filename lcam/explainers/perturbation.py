@@ -47,6 +47,7 @@ convolutions on CPU, same scores up to float rounding); only their scores are ke
 """
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import torch
@@ -263,6 +264,19 @@ class _SmoothedScoreCAM(ScoreCAM):
         self.sigma = float(sigma)
         self.seed = int(seed)
         self.baseline = baseline
+        self._warned_empty = False
+
+    def explain(self, images: Tensor, targets: Targets) -> Tensor:
+        maps = super().explain(images, targets)
+        empty = int((~maps.flatten(1).gt(0).any(1)).sum())
+        if empty and self.baseline == "paper" and not self._warned_empty:
+            self._warned_empty = True  # once per explainer: an evaluation would repeat it for every batch
+            warnings.warn(
+                f"{self.name}: {empty} of {maps.shape[0]} maps are empty: every noisy masked image scored below the "
+                f"fully masked image p_c(X_b) (baseline='paper'), so no channel has a positive weight. sigma={self.sigma:g} "
+                "is large against the masks; a smaller sigma (e.g. sigma=0.5) gives class-discriminative maps, "
+                "baseline='none' the authors' code (which keeps a class-agnostic term)", stacklevel=2)
+        return maps
 
     def weights_from_scores(self, scores: Tensor, live: Tensor, substrate: Tensor, targets: Tensor) -> tuple[Tensor, int]:
         """``alpha_k = mean_n p_c(noisy) - p_c(X_b)`` (``baseline="paper"``, one substrate pass per
