@@ -273,9 +273,9 @@ class _SmoothedScoreCAM(ScoreCAM):
             self._warned_empty = True  # once per explainer: an evaluation would repeat it for every batch
             warnings.warn(
                 f"{self.name}: {empty} of {maps.shape[0]} maps are empty: every noisy masked image scored below the "
-                f"fully masked image p_c(X_b) (baseline='paper'), so no channel has a positive weight. sigma={self.sigma:g} "
-                "is large against the masks; a smaller sigma (e.g. sigma=0.5) gives class-discriminative maps, "
-                "baseline='none' the authors' code (which keeps a class-agnostic term)", stacklevel=2)
+                f"fully masked image p_c(X_b) (baseline='paper'), so no channel has a positive weight. sigma={self.sigma:g}: "
+                "a large sigma such as the paper's 2 swamps the masks, and sigma=0.5 or lower gives class-discriminative "
+                "maps; baseline='none' is the authors' code, which keeps a class-agnostic term", stacklevel=2)
         return maps
 
     def weights_from_scores(self, scores: Tensor, live: Tensor, substrate: Tensor, targets: Tensor) -> tuple[Tensor, int]:
