@@ -154,6 +154,26 @@ def test_a_run_killed_mid_method_resumes_to_the_same_table(straight, boxes_file,
     assert other.returncode == USER_ERROR_STATUS and "methods.RISE.n_masks (was 30, now 31)" in other.stderr
 
 
+def test_batches_of_three_give_the_table_of_one_process_on_two_and_after_a_kill(boxes_file, tmp_path):
+    """With ``data.batch_size`` > 1 a convolution's float rounding can depend on which images share a batch: the
+    processes get whole batches of the to-do list (and a resumed method whole batches of the first attempt), so
+    2 processes and a killed-and-resumed run give the single process's table to the last digit."""
+    args = [*SMALL, "data.batch_size=3", f"boxes={boxes_file}"]
+    one = tmp_path / "one"
+    assert evaluate_script([*args, f"hydra.run.dir={one}"], ROOT).returncode == 0
+    two = tmp_path / "two"
+    out = evaluate_script([*args, "trainer=ddp_cpu", "trainer.devices=2", f"hydra.run.dir={two}"], ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert_same_table(one, two)
+    killed = tmp_path / "killed"
+    kill = "+trainer.callbacks=[{_target_: tests.helpers.KillInMethod, method: RISE, batches: 1}]"
+    assert evaluate_script([*args, f"hydra.run.dir={killed}", kill], ROOT).returncode == -9
+    assert [r["method"] for r in read_records(killed)].count("RISE") == 3
+    resumed = evaluate_script([*args, f"hydra.run.dir={killed}", "resume=auto"], ROOT)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_table(one, killed)
+
+
 def test_three_shards_merge_to_the_single_run(straight, boxes_file, tmp_path):
     shards = [tmp_path / f"shard{i}" for i in range(3)]
     for i, shard in enumerate(shards):

@@ -3,7 +3,7 @@
 ``evaluate.py`` runs ``trainer.test`` once per method (:meth:`ExplainerEvaluator.methods_in_turn`).
 At the start of each method (:meth:`setup`, after the processes have joined) global rank 0 lists
 the images that still lack a record of the method (a resumed run skips the rest) and broadcasts
-that to-do list; every process then explains its round-robin part of it
+that to-do list; every process then explains its batches of it, dealt round-robin
 (:class:`lcam.evaluation.sampling.TodoSampler`), so N processes explain every image exactly once.
 
 For each batch and method: AD/IC explain the classifier's top-1 class (the L-CAM protocol);

@@ -220,6 +220,7 @@ def run_evaluation(cfg: DictConfig) -> list[dict[str, Any]]:
                                    localisation_cue=str(localisation.get("target", "label")),
                                    figure_images=int(cfg.figure_images), progress=bool(cfg.get("progress", True)),
                                    attempt=folder.attempt)
+    evaluator.sampler.batch_size = int(loader_kwargs["batch_size"])  # it deals the loader's batches whole
     loader = loader_cls(samples, sampler=evaluator.sampler, **loader_kwargs)
     for name in evaluator.methods_in_turn():  # one method at a time: one progress bar (name, ETA) each
         if folder.is_complete(name):

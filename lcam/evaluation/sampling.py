@@ -7,9 +7,14 @@ The evaluated dataset has a fixed order (index ``0 .. N-1``). Three things narro
   class-sorted folder); shards merge back with ``python evaluate.py merge=[...]``;
 * **resume**: the images that already have a record of the method are left out;
 * **processes**: what remains (the method's *to-do* list, fixed by global rank 0 at the start of
-  the method and broadcast) is dealt out round-robin, ``todo[rank::world]``: no padding, no
-  repeat, so every image is explained and counted exactly once on any number of processes
-  (Lightning's ``DistributedSampler`` would pad the last batch with repeated images).
+  the method and broadcast) is cut into batches of ``batch_size`` consecutive images and the
+  batches are dealt out round-robin (batch ``j`` to rank ``j mod world``): no padding, no repeat,
+  so every image is explained and counted exactly once on any number of processes (Lightning's
+  ``DistributedSampler`` would pad the last batch with repeated images). Dealing whole batches
+  keeps every batch's images the same on 1 or N processes, so batch-dependent float rounding
+  (convolution kernels chosen by batch size) gives the same numbers to the last bit; a resumed
+  method's to-do list is made of whole batches of the first attempt (records are written per
+  batch), so it is cut into the same batches again (at the same ``batch_size``).
 """
 from __future__ import annotations
 
@@ -60,18 +65,22 @@ def process_rank() -> tuple[int, int]:
 
 
 class TodoSampler(Sampler):
-    """Yields this process's part of the to-do list, ``todo[rank::world]`` (set :attr:`todo` before a pass).
+    """Yields this process's part of the to-do list: its batches ``j = rank, rank + world, ...`` of
+    ``batch_size`` consecutive images (set :attr:`todo` before a pass; ``batch_size`` must be the
+    loader's, so the loader's batches are these).
 
     Rank and world size are read when the sampler is used (inside Lightning's test loop, after
     the process group exists), so the same object serves 1 or N processes.
     """
 
-    def __init__(self, todo: Sequence[int] = ()) -> None:
+    def __init__(self, todo: Sequence[int] = (), batch_size: int = 1) -> None:
         self.todo = list(todo)
+        self.batch_size = int(batch_size)
 
     def mine(self) -> list[int]:
         rank, world = process_rank()
-        return self.todo[rank::world]
+        b = self.batch_size
+        return [i for start in range(rank * b, len(self.todo), world * b) for i in self.todo[start:start + b]]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.mine())
